@@ -1,0 +1,63 @@
+"""Deployment: a SavedModel for TF Serving and TFLite files for LiteRT.
+
+Example:
+
+```python
+import keras, keras_vae
+from export import export_all
+model = keras.models.load_model("runs/RUN/model.keras")
+paths = export_all(model, "runs/RUN", model_name="vae", images=test_images_uint8)
+# paths["saved_model"] == "runs/RUN/saved_model/vae/1"
+# paths["tflite"]["float16"] == "runs/RUN/tflite/vae/1/vae_float16.tflite"
+```
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def export_all(
+    model, out_dir: str, model_name: str = "vae", images=None, tflite: bool = True
+) -> dict:
+    """Exports the next SavedModel version and, optionally, the TFLite files.
+
+    Args:
+        model: a `keras_vae.VAE`.
+        out_dir: str. Gets `saved_model/<model_name>/<version>/` and
+            `tflite/<model_name>/<version>/*.tflite`.
+        model_name: str. The name TF Serving serves the model under.
+        images: uint8 `(n, H, W, C)` real images: the warm-up requests and the
+            int8 decoder's calibration data (their posterior means). Required
+            when `tflite` is True.
+        tflite: bool. Also write the `.tflite` files. Defaults to `True`.
+    """
+    from export import saved_model
+    from export import tflite as tflite_lib
+
+    if tflite and images is None:
+        raise ValueError(
+            "The int8 decoder is calibrated on real images: pass `images` "
+            "(uint8, shape (n, H, W, C)) or export with tflite=False."
+        )
+    if images is not None:
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.shape[1:] != tuple(model.image_shape):
+            raise ValueError(
+                f"Expected uint8 images of shape (n, {', '.join(map(str, model.image_shape))}) "
+                f"for calibration. Received: dtype={images.dtype}, shape={images.shape}"
+            )
+    version_dir = saved_model.export_saved_model(
+        model, os.path.join(out_dir, "saved_model", model_name), warmup_images=images
+    )
+    paths = {"saved_model": version_dir}
+    if tflite:
+        z_mean, _ = model.encode(images.astype(np.float32) / 255.0)
+        # Versioned like the SavedModel it was converted from: never overwritten.
+        version = os.path.basename(version_dir)
+        paths["tflite"] = tflite_lib.export_tflite(
+            version_dir, os.path.join(out_dir, "tflite", model_name, version), z_mean.numpy()
+        )
+    return paths

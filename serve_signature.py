@@ -1,0 +1,197 @@
+"""Inspect, run and serve the signatures of an exported keras-vae model.
+
+    python serve_signature.py list MODEL
+    python serve_signature.py run MODEL --signature score --images a.png b.png
+    python serve_signature.py rest --signature score --images a.png [--url URL]
+    python serve_signature.py grpc --signature score --images a.png --target HOST:8500
+
+MODEL is a SavedModel version directory (RUN/saved_model/vae/1) or a .tflite
+file. `run` with a .tflite file uses LiteRT and never imports TensorFlow.
+`rest` writes (or POSTs to TF Serving) the JSON body of
+`POST /v1/models/<name>:predict`; `grpc` sends a real `PredictRequest` to
+TF Serving's `PredictionService`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+
+def load_inputs(args) -> dict:
+    """`--images` files and `--input NAME=FILE.npy|NUMBER` -> numpy arrays."""
+    inputs = {}
+    if args.images:
+        inputs["images"] = read_images(args.images)
+    for item in args.input or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--input {item!r}: expected NAME=FILE.npy or NAME=NUMBER.")
+        if value.endswith(".npy"):
+            inputs[name] = np.load(value)
+        else:
+            try:
+                inputs[name] = np.array(int(value), np.int32)
+            except ValueError:
+                raise ValueError(
+                    f"--input {item!r}: {value!r} is neither a .npy file nor an integer."
+                ) from None
+    if not inputs:
+        raise ValueError("No inputs: pass --images FILES or --input NAME=FILE.npy.")
+    return inputs
+
+
+def read_images(paths) -> np.ndarray:
+    """Image files (PNG, JPEG, ...) or one .npy -> uint8 (batch, H, W, C)."""
+    if len(paths) == 1 and paths[0].endswith(".npy"):
+        return np.load(paths[0])
+    from PIL import Image
+
+    arrays = []
+    for path in paths:
+        with Image.open(path) as image:
+            array = np.asarray(image)
+        arrays.append(array[..., None] if array.ndim == 2 else array)
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise ValueError(f"The images have different sizes {sorted(shapes)}; resize them first.")
+    return np.stack(arrays).astype(np.uint8)
+
+
+def rest_body(signature: str, inputs: dict, form: str = "inputs") -> dict:
+    """TF Serving's REST predict body, row (`instances`) or columnar (`inputs`)."""
+    if form == "inputs":
+        return {"signature_name": signature, "inputs": {k: v.tolist() for k, v in inputs.items()}}
+    if form != "instances":
+        raise ValueError(f"Unknown REST form {form!r}: expected 'instances' or 'inputs'.")
+    if any(np.ndim(v) == 0 for v in inputs.values()):
+        raise ValueError("Scalar inputs (e.g. `count`) need the columnar form: --form inputs.")
+    sizes = {len(v) for v in inputs.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"Row format needs one batch size for every input; got {sorted(sizes)}.")
+    n = sizes.pop()
+    return {
+        "signature_name": signature,
+        "instances": [{k: v[i].tolist() for k, v in inputs.items()} for i in range(n)],
+    }
+
+
+def predict_request(model_name: str, signature: str, inputs: dict):
+    """A `tensorflow_serving.apis.predict_pb2.PredictRequest`."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import model_pb2, predict_pb2
+
+    request = predict_pb2.PredictRequest(
+        model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)
+    )
+    for key, value in inputs.items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    return request
+
+
+def _summarise(outputs: dict) -> dict:
+    return {
+        k: {
+            "shape": list(np.shape(v)),
+            "values": np.asarray(v).tolist() if np.size(v) <= 64 else "...",
+        }
+        for k, v in outputs.items()
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    listing = sub.add_parser("list", help="List the signatures with their inputs and outputs.")
+    listing.add_argument("model", help="SavedModel version directory or .tflite file.")
+    for name, text in [
+        ("run", "Run a signature locally."),
+        ("rest", "Write (or send) a TF Serving REST predict body."),
+        ("grpc", "Send a PredictRequest to TF Serving over gRPC."),
+    ]:
+        p = sub.add_parser(name, help=text)
+        if name == "run":
+            p.add_argument("model", help="SavedModel version directory or .tflite file.")
+        p.add_argument("--signature", default="serving_default", help="Signature name.")
+        p.add_argument("--images", nargs="+", help="Image files, or one .npy (uint8 N,H,W,C).")
+        p.add_argument("--input", action="append", help="NAME=FILE.npy or NAME=INTEGER.")
+        p.add_argument("--output", help="Write the outputs (run: .npz; rest: the JSON body).")
+        if name == "rest":
+            p.add_argument("--form", choices=["inputs", "instances"], default="inputs")
+            p.add_argument(
+                "--url", help="TF Serving model URL, e.g. http://localhost:8501/v1/models/vae"
+            )
+        if name == "grpc":
+            p.add_argument(
+                "--target", required=True, help="TF Serving gRPC address, e.g. localhost:8500"
+            )
+            p.add_argument("--model-name", default="vae")
+            p.add_argument("--timeout", type=float, default=30.0)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "list":
+            from export.runner import open_model
+
+            for spec in open_model(args.model).signatures.values():
+                print(spec.describe())
+            return 0
+        inputs = load_inputs(args)
+        if args.command == "run":
+            from export.runner import open_model
+
+            outputs = open_model(args.model).run(args.signature, inputs)
+            if args.output:
+                np.savez(args.output, **outputs)
+            print(json.dumps(_summarise(outputs), indent=1))
+        elif args.command == "rest":
+            body = json.dumps(rest_body(args.signature, inputs, args.form))
+            if args.output:
+                with open(args.output, "w") as f:
+                    f.write(body)
+            if not args.url:
+                if not args.output:
+                    print(body)
+                return 0
+            request = urllib.request.Request(
+                args.url.rstrip("/") + ":predict",
+                data=body.encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    print(response.read().decode())
+            except urllib.error.HTTPError as e:
+                raise ValueError(
+                    f"TF Serving answered {e.code}: {e.read().decode()[:2000]}"
+                ) from None
+            except urllib.error.URLError as e:
+                raise ValueError(f"Cannot reach TF Serving at {args.url}: {e.reason}") from None
+        else:
+            import grpc
+            import tensorflow as tf
+            from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+            request = predict_request(args.model_name, args.signature, inputs)
+            with grpc.insecure_channel(args.target) as channel:
+                stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                try:
+                    response = stub.Predict(request, timeout=args.timeout)
+                except grpc.RpcError as e:
+                    raise ValueError(
+                        f"TF Serving gRPC call failed: {e.code().name}: {e.details()}"
+                    ) from None
+            outputs = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+            print(json.dumps(_summarise(outputs), indent=1))
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
