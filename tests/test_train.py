@@ -1,0 +1,145 @@
+"""The CLI in subprocesses, on the real Fashion-MNIST files."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import REPO
+
+# Measured before this test was written (seed 0, 1 epoch on train[:10000],
+# CPU): 329.4 nats on test[:2000]. An untrained model scores about 545.
+REAL_DATA_BOUND_NATS = 340.0
+SHORT = ["--train-split", "train[:10000]", "--test-split", "test[:2000]", "--num-images", "16"]
+
+
+def run_cli(*args, timeout=600):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "train.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+    )
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    if not os.path.isdir("/usr/share/datasets/fashion-mnist"):
+        if os.environ.get("CI"):
+            pytest.fail("CI must have dataset-fashion-mnist installed")
+        pytest.skip("real Fashion-MNIST not installed: `apt-get install dataset-fashion-mnist`")
+    out = str(tmp_path_factory.mktemp("runs") / "run")
+    result = run_cli(*SHORT, "--epochs", "1", "--seed", "0", "--output-dir", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
+
+
+def test_short_real_run_lowers_negative_elbo(real_run):
+    out, result = real_run
+    with open(os.path.join(out, "metrics.json")) as f:
+        metrics = json.load(f)
+    test = metrics["test"]
+    assert test["negative_elbo_nats"] < REAL_DATA_BOUND_NATS
+    assert test["reconstruction_nats"] > 0 and test["kl_nats"] > 0
+    assert abs(test["negative_elbo_nats"] - test["reconstruction_nats"] - test["kl_nats"]) < 1e-2
+    assert metrics["dataset"]["source"] == "/usr/share/datasets/fashion-mnist"
+    assert metrics["config"]["seed"] == 0 and metrics["config"]["output_dir"] == out
+    assert metrics["versions"]["tensorflow"] == tf.__version__
+    assert f"{test['negative_elbo_nats']:.2f}" in result.stdout
+
+
+def test_run_writes_every_artifact(real_run):
+    out, _ = real_run
+    model = keras.models.load_model(os.path.join(out, "model.keras"))
+    images = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    reloaded = keras.models.load_model(os.path.join(out, "model.keras"))
+    np.testing.assert_array_equal(model(images).numpy(), reloaded(images).numpy())
+    assert int(model.optimizer.iterations) == 10000 // 128 + 1
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f)["epochs"] == 1
+    for name in ("samples.png", "reconstructions.png"):
+        png = tf.io.decode_png(tf.io.read_file(os.path.join(out, name))).numpy()
+        assert min(png.shape[:2]) >= 100 and png.shape[2] == 1
+        assert png.std() > 10  # not blank
+    with open(os.path.join(out, "history.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and {"loss", "reconstruction", "kl"} <= set(rows[0])
+    tags = set()
+    for root, _, files in os.walk(os.path.join(out, "logs")):
+        for name in files:
+            for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
+                tags.update(v.tag for v in event.summary.value)
+    assert {"samples", "reconstructions", "epoch_loss", "epoch_kl"} <= tags
+    assert os.path.isfile(os.path.join(out, "backup", "training_metadata.json"))
+    with open(os.path.join(out, "metrics.json")) as f:
+        exports = json.load(f)["exports"]
+    assert exports["saved_model"] == os.path.join(out, "saved_model", "vae", "1")
+    assert os.path.isfile(os.path.join(exports["saved_model"], "saved_model.pb"))
+    assert sorted(exports["tflite"]) == ["float16", "float32", "int8_decoder"]
+    assert all(os.path.getsize(p) > 10_000 for p in exports["tflite"].values())
+
+
+def test_resume_continues_and_runs_are_never_overwritten(real_run, tmp_path):
+    out, _ = real_run
+    again = run_cli(*SHORT, "--epochs", "1", "--output-dir", out)
+    assert again.returncode == 2
+    assert "already exists" in again.stderr and "--resume" in again.stderr
+    copy = str(tmp_path / "copy")
+    subprocess.run(["cp", "-r", out, copy], check=True)
+    changed = run_cli("--resume", "--output-dir", copy, "--latent-dim", "3")
+    assert changed.returncode == 2 and "Cannot change --latent-dim" in changed.stderr
+    resumed = run_cli("--resume", "--output-dir", copy, "--epochs", "2", "--no-export")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    with open(os.path.join(copy, "history.csv")) as f:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
+    assert epochs == [0, 1]  # the second epoch only, appended to the first
+    model = keras.models.load_model(os.path.join(copy, "model.keras"))
+    assert int(model.optimizer.iterations) == 2 * (10000 // 128 + 1)
+
+
+def test_same_seed_gives_identical_losses(fashion_mnist_dir, tmp_path):
+    tiny = ["--train-split", "train[:1024]", "--test-split", "test[:256]", "--num-images", "4"]
+    histories = []
+    for name in ("a", "b"):
+        result = run_cli(
+            *tiny, "--epochs", "2", "--seed", "5", "--output-dir", str(tmp_path / name)
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        with open(tmp_path / name / "history.csv") as f:
+            histories.append(f.read())
+    assert histories[0] == histories[1]
+    assert len(histories[0].splitlines()) == 3
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "0"], "Expected a positive integer. Received: 0"),
+        (["--likelihood", "poisson"], "invalid choice: 'poisson'"),
+        (["--dataset", "no_such_dataset"], "Unknown dataset 'no_such_dataset'"),
+        (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "not prepared"),
+        (["--image-size", "30"], "cannot take images of shape (30, 30, 1)"),
+        (["--resume"], "`--resume` needs `--output-dir"),
+    ],
+)
+def test_bad_input_exits_nonzero_and_writes_nothing(args, message, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(*args, "--output-dir", str(out)) if "--resume" not in args else run_cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not out.exists()
+
+
+def test_help_lists_every_flag():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for flag in ("--dataset", "--binarize", "--likelihood", "--mixed-precision", "--resume"):
+        assert flag in result.stdout
