@@ -63,6 +63,9 @@ class TrainConfig:
     )
     resume: bool = _field(False, "Resume the interrupted run in --output-dir.")
     num_images: int = _field(64, "Images in the sample and reconstruction grids.")
+    shifted_dataset: str | None = _field(
+        None, "TFDS dataset to score against the test set in the anomaly picture (e.g. mnist)."
+    )
     export: bool = _field(
         True, "Export a SavedModel (TF Serving) and TFLite files (LiteRT) at the end."
     )

@@ -31,6 +31,10 @@ METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.json"
 # Real test images for TF Serving's warm-up file and the int8 calibration.
 EXPORT_CALIBRATION_IMAGES = 200
+# Test images behind the latent-space, traversal and anomaly pictures.
+PICTURE_IMAGES = 2000
+# Pictures logged to TensorBoard every epoch (the rest need a finished run).
+EPOCH_PICTURES = ("samples", "reconstructions", "traversals", "interpolations", "latent_space")
 
 
 def versions() -> dict:
@@ -85,7 +89,7 @@ def _test_binarize(config: TrainConfig) -> str:
 
 
 def load_datasets(config: TrainConfig):
-    """Train and test pipelines, a batch of test images for pictures, and info."""
+    """Train and test pipelines, the dataset's info and the model's image shape."""
     train_raw, info = data.load(
         config.dataset, config.train_split, config.data_dir, config.download
     )
@@ -96,20 +100,54 @@ def load_datasets(config: TrainConfig):
     train = data.pipeline(train_raw, config.batch_size, shuffle=True, **common)
     common["binarize"] = _test_binarize(config)
     test = data.pipeline(test_raw, config.batch_size, **common)
-    return train, test, _first_images(test_raw, config.num_images, common), info, image_shape
+    return train, test, info, image_shape
 
 
-def _first_images(raw, count, pipeline_args):
+def _first_images(raw, count, pipeline_args, with_labels=False):
     # From a pipeline of their own: reading part of a cached one drops its cache.
-    batches = data.pipeline(raw.take(count), count, cache=False, **pipeline_args)
-    return next(iter(batches)).numpy()
+    batches = data.pipeline(
+        raw.take(count), count, cache=False, with_labels=with_labels, **pipeline_args
+    )
+    batch = next(iter(batches))
+    return tuple(t.numpy() for t in batch) if with_labels else batch.numpy()
+
+
+def _test_pipeline_args(config: TrainConfig) -> dict:
+    return dict(image_size=config.image_size, seed=config.seed, binarize=_test_binarize(config))
 
 
 def load_uint8_images(config: TrainConfig, count: int):
     """The first `count` test images as the model sees them, in uint8 (0-255)."""
     test_raw, _ = data.load(config.dataset, config.test_split, config.data_dir, config.download)
-    args = dict(image_size=config.image_size, seed=config.seed, binarize=_test_binarize(config))
-    return np.round(_first_images(test_raw, count, args) * 255).astype(np.uint8)
+    return np.round(_first_images(test_raw, count, _test_pipeline_args(config)) * 255).astype(
+        np.uint8
+    )
+
+
+def load_test_examples(config: TrainConfig, count: int):
+    """The first `count` test images (float, [0, 1]), labels or None, class names."""
+    test_raw, info = data.load(config.dataset, config.test_split, config.data_dir, config.download)
+    if not info.class_names:
+        return _first_images(test_raw, count, _test_pipeline_args(config)), None, []
+    images, labels = _first_images(test_raw, count, _test_pipeline_args(config), with_labels=True)
+    return images, labels, info.class_names
+
+
+def load_shifted_images(config: TrainConfig, name: str, count: int, image_shape):
+    """Test images of another dataset for the anomaly picture, or None (with a note)."""
+    try:
+        raw, _ = data.load(name, "test", config.data_dir, config.download)
+    except ValueError as e:
+        print(f"Anomaly picture skipped: shifted dataset {name!r} is not available. {e}")
+        return None
+    images = _first_images(raw, count, _test_pipeline_args(config))
+    if images.shape[1:] != tuple(image_shape):
+        print(
+            f"Anomaly picture skipped: {name!r} has images of shape {images.shape[1:]}, "
+            f"the model takes {tuple(image_shape)}."
+        )
+        return None
+    return images
 
 
 def build_model(config: TrainConfig, image_shape) -> VAE:
@@ -130,22 +168,21 @@ def build_model(config: TrainConfig, image_shape) -> VAE:
 
 
 class ImageSummaries(keras.callbacks.Callback):
-    """Writes a sample grid and test reconstructions to TensorBoard each epoch."""
+    """Logs the run's pictures to TensorBoard at the end of every epoch."""
 
-    def __init__(self, log_dir, test_images, num_images=64):
+    def __init__(self, log_dir, picture_data):
         super().__init__()
         self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "images"))
-        self.test_images = test_images[:num_images]
-        self.num_images = num_images
+        self.picture_data = picture_data
 
     def on_epoch_end(self, epoch, logs=None):
-        grids = {
-            "samples": visualize.sample_grid(self.model, self.num_images),
-            "reconstructions": visualize.reconstruction_grid(self.model, self.test_images),
-        }
         with self.writer.as_default():
-            for name, grid in grids.items():
-                tf.summary.image(name, grid[None], step=epoch)
+            for name in EPOCH_PICTURES:
+                try:
+                    image, _ = visualize.draw(name, self.picture_data)
+                except visualize.PictureUnavailable:
+                    continue
+                tf.summary.image(name, image[None], step=epoch)
         self.writer.flush()
 
 
@@ -154,24 +191,43 @@ def train(config: TrainConfig) -> dict:
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(config.mixed_precision)
-    train_ds, test_ds, test_images, info, image_shape = load_datasets(config)
+    train_ds, test_ds, info, image_shape = load_datasets(config)
+    images, labels, class_names = load_test_examples(config, PICTURE_IMAGES)
+    shifted = None
+    if config.shifted_dataset:
+        shifted = load_shifted_images(config, config.shifted_dataset, PICTURE_IMAGES, image_shape)
     if not config.output_dir:
         config = dataclasses.replace(config, output_dir=default_output_dir(config))
     run_dir = prepare_run_dir(config)
     print(f"Run directory: {run_dir}  (data: {info.source}, images {image_shape})")
 
     model = build_model(config, image_shape)
+    picture_data = visualize.PictureData(
+        model=model,
+        images=images,
+        labels=labels,
+        class_names=class_names,
+        history_csv=os.path.join(run_dir, "history.csv"),
+        shifted_images=shifted,
+        shifted_name=config.shifted_dataset or "shifted",
+        num_images=config.num_images,
+        traversal_dims=min(8, config.latent_dim),
+    )
     callbacks = [
         # Weights, optimizer state and epoch; kept after training so that a
         # finished run can be extended with `--resume --epochs N`.
         keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), delete_checkpoint=False),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
-        ImageSummaries(os.path.join(run_dir, "logs"), test_images, config.num_images),
+        ImageSummaries(os.path.join(run_dir, "logs"), picture_data),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
         keras.callbacks.TerminateOnNaN(),
     ]
     # shuffle=False: the pipeline already reshuffles each epoch (seeded).
-    model.fit(train_ds, epochs=config.epochs, callbacks=callbacks, shuffle=False)
+    # The test split is evaluated after every epoch for the curves only: nothing
+    # (no early stopping, no model choice) is selected on it.
+    model.fit(
+        train_ds, epochs=config.epochs, callbacks=callbacks, shuffle=False, validation_data=test_ds
+    )
     if model.stop_training and not all(np.isfinite(w).all() for w in model.get_weights()):
         raise FloatingPointError(
             "Training stopped on a non-finite loss; nothing was saved. Lower "
@@ -182,7 +238,6 @@ def train(config: TrainConfig) -> dict:
     tmp = os.path.join(run_dir, "model.tmp.keras")
     model.save(tmp)
     os.replace(tmp, os.path.join(run_dir, MODEL_FILE))
-    pictures = visualize.write_run_pictures(model, test_images, run_dir, config.num_images)
     exports = {}
     if config.export:
         from export import export_all
@@ -200,15 +255,21 @@ def train(config: TrainConfig) -> dict:
             "estimator": "one posterior sample per image, analytic KL",
         },
         "epochs": config.epochs,
-        "dataset": {"name": info.name, "source": info.source, "image_shape": list(image_shape)},
+        "dataset": {
+            "name": info.name,
+            "source": info.source,
+            "image_shape": list(image_shape),
+            "class_names": info.class_names,
+        },
         "config": dataclasses.asdict(config),
         "model_config": model.get_config(),
         "versions": versions(),
         "command": " ".join(sys.argv),
-        "pictures": {k: os.path.basename(v) for k, v in pictures.items()},
         "exports": exports,
     }
+    metrics["pictures"] = visualize.write_pictures(picture_data, run_dir)
     _write_json(os.path.join(run_dir, METRICS_FILE), metrics)
+    visualize.write_report(run_dir, metrics["pictures"])
     print(
         f"Test negative ELBO: {metrics['test']['negative_elbo_nats']:.2f} nats "
         f"(reconstruction {metrics['test']['reconstruction_nats']:.2f}, "

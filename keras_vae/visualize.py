@@ -1,19 +1,96 @@
-"""Pictures of a model: image grids as PNG files and TensorBoard images."""
+"""Pictures of a model, a run report, and `python -m keras_vae.visualize`.
+
+    python -m keras_vae.visualize --model runs/RUN [--pictures traversals manifold]
+
+Every picture is a PNG in the run directory, and `report.html` shows them
+with the config and metrics on one static page. Image grids are drawn with
+numpy (exact, predictable sizes); plots with matplotlib's headless Agg
+backend. `train.py` writes the same pictures at the end of a run and logs the
+grids to TensorBoard each epoch.
+
+Pictures (`PICTURE_NAMES`):
+- `samples`: images decoded from prior samples.
+- `reconstructions`: test images (left of each pair) beside their
+  reconstructions.
+- `traversals`: the most active latent dimensions, one row each, swept from
+  -3 to +3 prior standard deviations around a test image's posterior mean.
+- `interpolations`: pairs of test images at the ends of each row, and the
+  decoded straight line between their posterior means.
+- `manifold`: 2-D latent spaces only: decoded images on a grid of prior
+  quantiles.
+- `latent_space`: posterior means of test images (their first two principal
+  components above 2-D), coloured by class.
+- `curves`: loss, reconstruction and KL per epoch, train and test split.
+- `anomaly`: histograms of per-image scores (deterministic negative ELBO) on
+  the test set and on a shifted set, with the AUROC.
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import html
+import io
+import json
 import math
 import os
+import sys
 
 import numpy as np
-import tensorflow as tf
+
+PICTURE_NAMES = (
+    "samples",
+    "reconstructions",
+    "traversals",
+    "interpolations",
+    "manifold",
+    "latent_space",
+    "curves",
+    "anomaly",
+)
+TRAVERSAL_STEPS = 11
+INTERPOLATION_STEPS = 10
+
+
+class PictureUnavailable(Exception):
+    """A picture that does not apply to this model or run (with the reason)."""
+
+
+@dataclasses.dataclass
+class PictureData:
+    """What the pictures are drawn from.
+
+    Args:
+        model: a `keras_vae.VAE`.
+        images: float32 `(n, H, W, C)` test images in [0, 1].
+        labels: int `(n,)` or None.
+        class_names: list of str; empty when the dataset has no labels.
+        history_csv: path of the run's history.csv, or None.
+        shifted_images: float32 images of a shifted dataset, or None.
+        shifted_name: str. Its name, for the legend.
+        num_images: int. Images in the sample and reconstruction grids.
+        traversal_dims: int. Latent dimensions in the traversal picture.
+    """
+
+    model: object
+    images: np.ndarray
+    labels: np.ndarray | None = None
+    class_names: list = dataclasses.field(default_factory=list)
+    history_csv: str | None = None
+    shifted_images: np.ndarray | None = None
+    shifted_name: str = "shifted"
+    num_images: int = 64
+    traversal_dims: int = 8
+
+
+# --- grids ------------------------------------------------------------------
 
 
 def image_grid(images, columns: int | None = None, pad: int = 1) -> np.ndarray:
-    """Tiles `(n, H, W, C)` images in [0, 1] into one uint8 `(rows*H, cols*W, C)`.
+    """Tiles `(n, H, W, C)` images in [0, 1] into one uint8 image.
 
-    Cells are separated by `pad` white pixels; a partly filled last row is
-    left white.
+    The result is `(rows * (H + pad) + pad, columns * (W + pad) + pad, C)`;
+    cells are separated by white lines, and a partly filled last row is white.
     """
     images = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
     n, height, width, channels = images.shape
@@ -29,40 +106,403 @@ def image_grid(images, columns: int | None = None, pad: int = 1) -> np.ndarray:
     return np.round(grid * 255).astype(np.uint8)
 
 
+def upscale_factor(shape, min_side: int = 512) -> int:
+    return max(1, math.ceil(min_side / max(shape[:2])))
+
+
 def upscale(grid: np.ndarray, min_side: int = 512) -> np.ndarray:
-    """Nearest-neighbour upscaling so a 28-pixel image grid is readable."""
-    factor = max(1, math.ceil(min_side / max(grid.shape[:2])))
+    """Nearest-neighbour upscaling so that a grid of 28-pixel images is readable."""
+    factor = upscale_factor(grid.shape, min_side)
     return grid.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
-def save_png(path: str, grid: np.ndarray) -> None:
-    """Writes a uint8 `(H, W, C)` array as a PNG (atomically)."""
+def save_png(path: str, image: np.ndarray) -> None:
+    """Writes a uint8 `(H, W, C)` array as a PNG, atomically."""
+    import tensorflow as tf
+
     tmp = path + ".tmp"
-    tf.io.write_file(tmp, tf.io.encode_png(grid))
+    tf.io.write_file(tmp, tf.io.encode_png(image))
     os.replace(tmp, path)
 
 
 def sample_grid(model, num_images: int) -> np.ndarray:
-    """A grid of images decoded from prior samples."""
     return image_grid(model.sample_prior(num_images)["images"].numpy())
 
 
 def reconstruction_grid(model, images) -> np.ndarray:
-    """Test images (odd columns) beside their reconstructions (even columns)."""
     images = np.asarray(images, dtype=np.float32)
     recon = model.reconstruct(images).numpy()
     pairs = np.stack([images, recon], axis=1).reshape((-1,) + images.shape[1:])
     return image_grid(pairs, columns=2 * math.ceil(math.sqrt(len(images) / 2)))
 
 
-def write_run_pictures(model, test_images, out_dir: str, num_images: int = 64) -> dict:
-    """Writes `samples.png` and `reconstructions.png`; returns their paths."""
-    paths = {
-        "samples": os.path.join(out_dir, "samples.png"),
-        "reconstructions": os.path.join(out_dir, "reconstructions.png"),
-    }
-    save_png(paths["samples"], upscale(sample_grid(model, num_images)))
-    save_png(
-        paths["reconstructions"], upscale(reconstruction_grid(model, test_images[:num_images]))
+def kl_per_dimension(model, images) -> np.ndarray:
+    """Mean KL(q(z_d|x) || N(0, 1)) per latent dimension, nats, `(latent_dim,)`."""
+    means, log_vars = _posterior_params(model, images)
+    return np.mean(0.5 * (np.exp(log_vars) + means**2 - 1.0 - log_vars), axis=0)
+
+
+def _posterior_params(model, images, batch_size=500):
+    means, log_vars = [], []
+    for start in range(0, len(images), batch_size):
+        mean, log_var = model.encode(np.asarray(images[start : start + batch_size], np.float32))
+        means.append(mean.numpy())
+        log_vars.append(log_var.numpy())
+    return np.concatenate(means), np.concatenate(log_vars)
+
+
+def traversal_grid(model, images, num_dims: int, steps: int = TRAVERSAL_STEPS):
+    """One row per most-active dimension; returns `(grid, dims)`."""
+    if not 1 <= num_dims <= model.latent_dim:
+        raise ValueError(
+            f"Invalid number of traversal dimensions: {num_dims}. Expected 1 to the "
+            f"latent size, {model.latent_dim}. Received: traversal_dims={num_dims}"
+        )
+    dims = np.argsort(-kl_per_dimension(model, images))[:num_dims]
+    center, _ = _posterior_params(model, images[:1])
+    offsets = np.linspace(-3.0, 3.0, steps, dtype=np.float32)
+    z = np.repeat(center, num_dims * steps, axis=0).reshape(num_dims, steps, -1)
+    for row, dim in enumerate(dims):
+        z[row, :, dim] += offsets  # the prior's standard deviation is 1
+    decoded = model.decode(z.reshape(-1, model.latent_dim))["mean"].numpy()
+    return image_grid(decoded, columns=steps), [int(d) for d in dims]
+
+
+def interpolation_grid(model, images, pairs: int = 6, steps: int = INTERPOLATION_STEPS):
+    """Rows of [image a, decoded line from a to b, image b]."""
+    pairs = min(pairs, len(images) // 2)
+    means, _ = _posterior_params(model, images[: 2 * pairs])
+    a, b = means[0::2], means[1::2]
+    t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[None, :, None]
+    z = (1.0 - t) * a[:, None] + t * b[:, None]
+    decoded = model.decode(z.reshape(-1, model.latent_dim))["mean"].numpy()
+    decoded = decoded.reshape(pairs, steps, *decoded.shape[1:])
+    rows = np.concatenate(
+        [images[0 : 2 * pairs : 2, None], decoded, images[1 : 2 * pairs : 2, None]], axis=1
     )
-    return paths
+    return image_grid(rows.reshape(-1, *rows.shape[2:]), columns=steps + 2)
+
+
+def manifold_grid(model, n: int = 20) -> np.ndarray:
+    if model.latent_dim != 2:
+        raise PictureUnavailable(
+            f"the manifold needs a 2-D latent space and this model's has "
+            f"{model.latent_dim} dimensions (train with --latent-dim 2)"
+        )
+    from statistics import NormalDist
+
+    quantiles = np.array([NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, n)], np.float32)
+    zy, zx = np.meshgrid(quantiles[::-1], quantiles, indexing="ij")
+    z = np.stack([zx.ravel(), zy.ravel()], axis=1)
+    return image_grid(model.decode(z)["mean"].numpy(), columns=n, pad=0)
+
+
+# --- plots ------------------------------------------------------------------
+
+
+def _figure_to_array(fig) -> np.ndarray:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    import tensorflow as tf
+
+    return tf.io.decode_png(buffer.getvalue(), channels=3).numpy()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def latent_space_plot(model, images, labels=None, class_names=()) -> np.ndarray:
+    plt = _pyplot()
+    means, _ = _posterior_params(model, images)
+    if means.shape[1] > 2:
+        centered = means - means.mean(axis=0)
+        _, singular, vt = np.linalg.svd(centered, full_matrices=False)
+        points = centered @ vt[:2].T
+        share = singular[:2] ** 2 / np.sum(singular**2)
+        axes = [f"PC{i + 1} ({100 * s:.0f}% of variance)" for i, s in enumerate(share)]
+    else:
+        points = means
+        axes = ["z[0]", "z[1]"][: means.shape[1]]
+        if means.shape[1] == 1:
+            points = np.concatenate([means, np.zeros_like(means)], axis=1)
+            axes.append("")
+    fig, ax = plt.subplots(figsize=(8, 7))
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.6)
+    else:
+        cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+        for k in np.unique(labels):
+            name = class_names[k] if k < len(class_names) else str(k)
+            pick = labels == k
+            ax.scatter(
+                points[pick, 0], points[pick, 1], s=4, alpha=0.6, color=cmap(k % cmap.N), label=name
+            )
+        ax.legend(markerscale=4, fontsize=9, loc="best")
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
+    ax.set_title(f"Posterior means of {len(images)} test images")
+    fig.tight_layout()
+    return _figure_to_array(fig)
+
+
+def curves_plot(history_csv: str) -> np.ndarray:
+    import csv
+
+    if not history_csv or not os.path.isfile(history_csv):
+        raise PictureUnavailable("no history.csv: the run has no finished epoch")
+    with open(history_csv) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise PictureUnavailable("history.csv is empty: the run has no finished epoch")
+    plt = _pyplot()
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for ax, name in zip(axes, ("loss", "reconstruction", "kl"), strict=True):
+        ax.plot(epochs, [float(r[name]) for r in rows], marker="o", label="train")
+        val = [(e, r.get(f"val_{name}", "NA")) for e, r in zip(epochs, rows, strict=True)]
+        val = [(e, float(v)) for e, v in val if v not in ("NA", "", None)]
+        if val:  # Keras's CSVLogger writes NA where an epoch had no validation
+            ax.plot(*zip(*val, strict=True), marker="o", label="test split")
+            ax.legend()
+        ax.set_title({"loss": "negative ELBO"}.get(name, name) + " (nats per image)")
+        ax.set_xlabel("epoch")
+    fig.tight_layout()
+    return _figure_to_array(fig)
+
+
+def anomaly_scores(model, images, batch_size=500) -> np.ndarray:
+    """Deterministic per-image negative ELBO (the exported `score`)."""
+    return np.concatenate(
+        [
+            model.negative_elbo(np.asarray(images[s : s + batch_size], np.float32), sample=False)[
+                "loss"
+            ].numpy()
+            for s in range(0, len(images), batch_size)
+        ]
+    )
+
+
+def auroc(negatives, positives) -> float:
+    """P(score of a shifted image > score of a test image), ties counted half."""
+    scores = np.concatenate([negatives, positives])
+    ranks = np.argsort(np.argsort(scores)) + 1.0
+    pos = ranks[len(negatives) :]
+    return float((pos.sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(negatives)))
+
+
+def anomaly_plot(model, images, shifted, shifted_name) -> np.ndarray:
+    if shifted is None:
+        raise PictureUnavailable("no shifted dataset to compare with (pass --shifted-dataset)")
+    plt = _pyplot()
+    inside, outside = anomaly_scores(model, images), anomaly_scores(model, shifted)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    bins = np.linspace(min(inside.min(), outside.min()), max(inside.max(), outside.max()), 60)
+    ax.hist(inside, bins=bins, alpha=0.6, label=f"test set ({len(inside)})")
+    ax.hist(outside, bins=bins, alpha=0.6, label=f"{shifted_name} ({len(outside)})")
+    ax.set_xlabel("score: negative ELBO (nats per image)")
+    ax.set_ylabel("images")
+    ax.set_title(f"Anomaly scores, AUROC {auroc(inside, outside):.3f}")
+    ax.legend()
+    fig.tight_layout()
+    return _figure_to_array(fig)
+
+
+# --- writing ----------------------------------------------------------------
+
+
+def draw(name: str, data: PictureData):
+    """The picture called `name` as a uint8 array, and a caption."""
+    model, images = data.model, data.images
+    if name == "samples":
+        return upscale(sample_grid(model, data.num_images)), "Samples from the prior."
+    if name == "reconstructions":
+        grid = reconstruction_grid(model, images[: data.num_images])
+        return upscale(grid), "Test images (left of each pair) and their reconstructions."
+    if name == "traversals":
+        grid, dims = traversal_grid(model, images, data.traversal_dims)
+        caption = (
+            f"Rows: latent dimensions {dims} (most active first), each swept from -3 to +3 "
+            "prior standard deviations around the first test image's posterior mean."
+        )
+        return upscale(grid), caption
+    if name == "interpolations":
+        caption = (
+            "Each row: two test images at the ends, decoded along the line between their latents."
+        )
+        return upscale(interpolation_grid(model, images)), caption
+    if name == "manifold":
+        return upscale(manifold_grid(model), 800), "Decoded grid of prior quantiles (5% to 95%)."
+    if name == "latent_space":
+        plot = latent_space_plot(model, images, data.labels, data.class_names)
+        return plot, "Posterior means of test images, coloured by class."
+    if name == "curves":
+        return curves_plot(data.history_csv), "Training curves."
+    if name == "anomaly":
+        plot = anomaly_plot(model, images, data.shifted_images, data.shifted_name)
+        return plot, f"Scores of test images against {data.shifted_name}."
+    raise ValueError(
+        f"Unknown picture {name!r}. Expected one of {list(PICTURE_NAMES)}. Received: {name!r}"
+    )
+
+
+def check_names(names) -> list:
+    unknown = [n for n in names if n not in PICTURE_NAMES]
+    if unknown:
+        raise ValueError(
+            f"Unknown picture {unknown[0]!r}. Expected one of {list(PICTURE_NAMES)}. "
+            f"Received: {list(names)}"
+        )
+    return list(names)
+
+
+def write_pictures(data: PictureData, out_dir: str, names=PICTURE_NAMES) -> dict:
+    """Writes `<name>.png` for each picture; returns name -> {file|skipped, caption}."""
+    results = {}
+    for name in check_names(names):
+        try:
+            image, caption = draw(name, data)
+        except PictureUnavailable as reason:
+            results[name] = {"skipped": str(reason)}
+            print(f"{name}: skipped, {reason}")
+            continue
+        save_png(os.path.join(out_dir, f"{name}.png"), image)
+        results[name] = {"file": f"{name}.png", "caption": caption}
+    return results
+
+
+def write_report(run_dir: str, pictures: dict) -> str:
+    """`report.html`: config, metrics and every picture, no server needed."""
+
+    def load(name):
+        path = os.path.join(run_dir, name)
+        if not os.path.isfile(path):
+            return {}
+        with open(path) as f:
+            return json.load(f)
+
+    config, metrics = load("config.json"), load("metrics.json")
+    test = metrics.get("test", {})
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v))}</td></tr>"
+        for k, v in sorted(config.items())
+    )
+    metric_rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{v:.3f}</td></tr>" if isinstance(v, float) else ""
+        for k, v in test.items()
+    )
+    figures = []
+    for name, entry in pictures.items():
+        if "file" in entry:
+            figures.append(
+                f'<figure><img src="{html.escape(entry["file"])}" alt="{name}">'
+                f"<figcaption><b>{name}</b>: {html.escape(entry['caption'])}</figcaption></figure>"
+            )
+        else:
+            figures.append(f"<p><b>{name}</b>: not drawn, {html.escape(entry['skipped'])}.</p>")
+    title = f"keras-vae run: {html.escape(os.path.basename(os.path.normpath(run_dir)))}"
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
+img{{max-width:100%;image-rendering:pixelated;border:1px solid #ccc}}
+figure{{margin:2em 0}} table{{border-collapse:collapse}}
+th,td{{border:1px solid #ddd;padding:2px 8px;text-align:left}}</style></head>
+<body><h1>{title}</h1>
+<h2>Test metrics (nats per image)</h2><table>{metric_rows}</table>
+<h2>Pictures</h2>{"".join(figures)}
+<h2>Config</h2><table>{rows}</table>
+</body></html>
+"""
+    path = os.path.join(run_dir, "report.html")
+    with open(path + ".tmp", "w") as f:
+        f.write(page)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+# --- command line -----------------------------------------------------------
+
+SCATTER_IMAGES = 2000
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_vae.visualize",
+        description="Draw pictures of a trained model into its run directory and "
+        "write report.html.",
+    )
+    parser.add_argument("--model", required=True, help="A run directory written by train.py.")
+    parser.add_argument(
+        "--pictures",
+        nargs="+",
+        default=list(PICTURE_NAMES),
+        help=f"Any of {', '.join(PICTURE_NAMES)}.",
+    )
+    parser.add_argument(
+        "--traversal-dims", type=int, default=8, help="Rows of the traversal picture."
+    )
+    parser.add_argument("--num-images", type=int, default=64, help="Images in the grids.")
+    parser.add_argument(
+        "--shifted-dataset",
+        help="A TFDS dataset with the same image shape to score against the test set "
+        "(e.g. mnist for a Fashion-MNIST model); skipped if not available.",
+    )
+    args = parser.parse_args(argv)
+    try:
+        check_names(args.pictures)
+        data = load_run_picture_data(
+            args.model, args.num_images, args.traversal_dims, args.shifted_dataset
+        )
+        pictures = write_pictures(data, args.model, args.pictures)
+        print(f"Report: {write_report(args.model, pictures)}")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def load_run_picture_data(run_dir, num_images=64, traversal_dims=8, shifted_dataset=None):
+    """`PictureData` for a finished run directory."""
+    from keras_vae import training
+
+    model_file = os.path.join(run_dir, training.MODEL_FILE)
+    if not os.path.isfile(model_file):
+        raise ValueError(
+            f"{run_dir} holds no {training.MODEL_FILE}: pass the directory of a "
+            "finished train.py run to --model."
+        )
+    import keras
+
+    from keras_vae.config import TrainConfig
+
+    config = TrainConfig.from_json_file(os.path.join(run_dir, training.CONFIG_FILE))
+    model = keras.models.load_model(model_file)
+    images, labels, class_names = training.load_test_examples(config, SCATTER_IMAGES)
+    shifted = None
+    if shifted_dataset:
+        shifted = training.load_shifted_images(
+            config, shifted_dataset, SCATTER_IMAGES, model.image_shape
+        )
+    return PictureData(
+        model=model,
+        images=images,
+        labels=labels,
+        class_names=class_names,
+        history_csv=os.path.join(run_dir, "history.csv"),
+        shifted_images=shifted,
+        shifted_name=shifted_dataset or "shifted",
+        num_images=num_images,
+        traversal_dims=traversal_dims,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -71,13 +71,24 @@ def test_run_writes_every_artifact(real_run):
         assert png.std() > 10  # not blank
     with open(os.path.join(out, "history.csv")) as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 1 and {"loss", "reconstruction", "kl"} <= set(rows[0])
+    assert len(rows) == 1 and {"loss", "reconstruction", "kl", "val_loss"} <= set(rows[0])
+    assert float(rows[0]["val_loss"]) < 545  # the test split, evaluated after the epoch
+    report = open(os.path.join(out, "report.html")).read()
+    for name in (
+        "samples",
+        "reconstructions",
+        "traversals",
+        "interpolations",
+        "latent_space",
+        "curves",
+    ):
+        assert f'src="{name}.png"' in report and os.path.isfile(os.path.join(out, f"{name}.png"))
     tags = set()
     for root, _, files in os.walk(os.path.join(out, "logs")):
         for name in files:
             for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
                 tags.update(v.tag for v in event.summary.value)
-    assert {"samples", "reconstructions", "epoch_loss", "epoch_kl"} <= tags
+    assert {"samples", "reconstructions", "traversals", "latent_space", "epoch_loss"} <= tags
     assert os.path.isfile(os.path.join(out, "backup", "training_metadata.json"))
     with open(os.path.join(out, "metrics.json")) as f:
         exports = json.load(f)["exports"]

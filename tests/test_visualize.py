@@ -1,0 +1,171 @@
+import dataclasses
+import html.parser
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_vae import data, visualize
+from keras_vae.config import TrainConfig
+from keras_vae.vae import VAE
+
+
+@pytest.fixture(scope="module")
+def trained(fashion_mnist_dir_module):
+    """Two small models trained on real Fashion-MNIST: latent 2 and latent 4."""
+    raw, info = data.load("fashion_mnist", "train[:4000]", data_dir="/nonexistent")
+    test_raw, _ = data.load("fashion_mnist", "test[:600]", data_dir="/nonexistent")
+    images, labels = next(iter(data.pipeline(test_raw, 600, with_labels=True)))
+    models = {}
+    for latent in (2, 4):
+        keras.utils.set_random_seed(0)
+        model = VAE(latent_dim=latent, seed=0)
+        model.compile("adam")
+        model.fit(data.pipeline(raw, 128, shuffle=True, seed=0), epochs=2, verbose=0)
+        models[latent] = model
+    return models, images.numpy(), labels.numpy(), info.class_names
+
+
+@pytest.fixture(scope="module")
+def fashion_mnist_dir_module():
+    if not os.path.isdir(data.DEBIAN_FASHION_MNIST_DIR):
+        if os.environ.get("CI"):
+            pytest.fail("CI must have dataset-fashion-mnist installed")
+        pytest.skip("real Fashion-MNIST not installed: `apt-get install dataset-fashion-mnist`")
+
+
+def _png(path):
+    return tf.io.decode_png(tf.io.read_file(str(path))).numpy()
+
+
+def _history(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,kl,loss,reconstruction\n0,10,300,290\n1,12,280,268\n2,13,270,257\n")
+    return str(path)
+
+
+def test_every_picture_has_its_size_and_is_not_blank(trained, tmp_path):
+    models, images, labels, class_names = trained
+    shifted = 1.0 - images  # inverted garments: a shifted set that needs no download
+    picture_data = visualize.PictureData(
+        models[2], images, labels, class_names, _history(tmp_path), shifted, "inverted", 16, 2
+    )
+    results = visualize.write_pictures(picture_data, str(tmp_path))
+    assert all("file" in r for r in results.values()), results
+    grid = lambda rows, cols, side=28, pad=1: (rows * (side + pad) + pad, cols * (side + pad) + pad)  # noqa: E731
+    expected_grids = {
+        "samples": grid(4, 4),
+        "reconstructions": grid(6, 6),  # 16 pairs, 3 pairs a row
+        "traversals": grid(2, visualize.TRAVERSAL_STEPS),
+        "interpolations": grid(6, visualize.INTERPOLATION_STEPS + 2),
+        "manifold": (20 * 28, 20 * 28),
+    }
+    for name, (height, width) in expected_grids.items():
+        png = _png(tmp_path / f"{name}.png")
+        factor = visualize.upscale_factor((height, width), 800 if name == "manifold" else 512)
+        assert png.shape[:2] == (height * factor, width * factor), name
+        assert png.std() > 20, name  # varied pixels, not a blank image
+    for name, size in {
+        "latent_space": (700, 800),
+        "curves": (400, 1300),
+        "anomaly": (500, 800),
+    }.items():
+        png = _png(tmp_path / f"{name}.png")
+        assert png.shape[:2] == size, name
+        assert png.std() > 20 and len(np.unique(png.reshape(-1, 3), axis=0)) > 20, name
+    # The score separates inverted garments from real ones.
+    scores = (
+        visualize.anomaly_scores(models[2], images),
+        visualize.anomaly_scores(models[2], shifted),
+    )
+    assert visualize.auroc(*scores) > 0.9
+
+
+def test_traversal_rows_follow_the_most_active_dimensions(trained):
+    models, images, _, _ = trained
+    model = models[4]
+    kl = visualize.kl_per_dimension(model, images)
+    for dims in (1, 3, 4):
+        grid, chosen = visualize.traversal_grid(model, images, dims)
+        assert grid.shape[0] == dims * 29 + 1
+        assert chosen == list(np.argsort(-kl)[:dims])
+    with pytest.raises(
+        ValueError, match="Expected 1 to the latent size, 4. Received: traversal_dims=5"
+    ):
+        visualize.traversal_grid(model, images, 5)
+
+
+def test_kl_per_dimension_finds_dead_dimensions():
+    model = VAE(latent_dim=3)
+    kernel, bias = model.encoder.get_layer("posterior_params").get_weights()
+    kernel[:, [1, 4]] = 0.0  # mean and log-variance of dimension 1: exactly the prior
+    bias[[1, 4]] = 0.0
+    model.encoder.get_layer("posterior_params").set_weights([kernel, bias])
+    kl = visualize.kl_per_dimension(model, np.random.default_rng(0).random((50, 28, 28, 1)))
+    assert kl[1] == pytest.approx(0.0, abs=1e-7)
+    assert kl[0] > 1e-4 and kl[2] > 1e-4
+
+
+def test_manifold_only_for_two_dimensional_latents(trained, tmp_path):
+    models, images, labels, class_names = trained
+    picture_data = visualize.PictureData(models[4], images, labels, class_names)
+    results = visualize.write_pictures(
+        picture_data, str(tmp_path), ["manifold", "curves", "anomaly"]
+    )
+    assert (
+        "needs a 2-D latent space and this model's has 4 dimensions"
+        in results["manifold"]["skipped"]
+    )
+    assert "no history.csv" in results["curves"]["skipped"]
+    assert "--shifted-dataset" in results["anomaly"]["skipped"]
+    assert not (tmp_path / "manifold.png").exists()
+    with pytest.raises(
+        ValueError, match=r"Unknown picture 'mona_lisa'. Expected one of \['samples'"
+    ):
+        visualize.write_pictures(picture_data, str(tmp_path), ["samples", "mona_lisa"])
+    assert not (tmp_path / "samples.png").exists()  # checked before drawing anything
+
+
+class _Images(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sources, self.tags = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "img":
+            self.sources.append(dict(attrs)["src"])
+
+
+def test_cli_on_a_run_directory_writes_a_report(trained, tmp_path, capsys):
+    models, *_ = trained
+    run = tmp_path / "run"
+    run.mkdir()
+    models[2].save(str(run / "model.keras"))
+    config = TrainConfig(latent_dim=2, test_split="test[:300]", data_dir="/nonexistent")
+    (run / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
+    (run / "metrics.json").write_text(json.dumps({"test": {"negative_elbo_nats": 270.5}}))
+    _history(run)
+    code = visualize.main(
+        ["--model", str(run), "--traversal-dims", "2", "--shifted-dataset", "no_such_ds"]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "shifted dataset 'no_such_ds' is not available" in out
+    parser = _Images()
+    parser.feed((run / "report.html").read_text())
+    assert {"html", "table", "figure"} <= set(parser.tags)
+    assert len(parser.sources) == 7  # every picture but the anomaly histogram
+    for src in parser.sources:
+        assert (run / src).is_file()
+    assert "270.500" in (run / "report.html").read_text()
+
+
+def test_cli_bad_input(tmp_path, capsys):
+    assert visualize.main(["--model", str(tmp_path)]) == 2
+    assert "holds no model.keras" in capsys.readouterr().err
+    assert visualize.main(["--model", str(tmp_path), "--pictures", "selfie"]) == 2
+    assert "Unknown picture 'selfie'" in capsys.readouterr().err
