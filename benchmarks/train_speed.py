@@ -60,7 +60,7 @@ def main():
     )
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(config.mixed_precision)
-    train, test, info, image_shape = training.load_datasets(config)
+    train, test, _, _, info, image_shape = training.load_datasets(config)
     model = training.build_model(config, image_shape)
     timer = StepTimer()
     started = time.perf_counter()

@@ -45,11 +45,35 @@ class TrainConfig:
         "standard_normal", "Latent prior p(z).", choices=tuple(priors.available_priors())
     )
     beta: float = _field(1.0, "Weight of the KL term in the training objective.")
+    objective: str = _field(
+        "elbo",
+        "Training objective: elbo, or iwae (importance-weighted, --iw-k samples).",
+        choices=("elbo", "iwae"),
+    )
+    iw_k: int = _field(5, "Samples per image of the IWAE objective.")
+    kl_warmup_epochs: float = _field(
+        0.0, "Grow the KL weight linearly from 0 to --beta over this many epochs (0: off)."
+    )
+    free_bits: float = _field(0.0, "Floor in nats on each latent dimension's KL (0: off).")
     base_filters: int = _field(32, "Filters of the first convolution (doubled per stage).")
     # --- optimisation ---
     epochs: int = _field(10, "Training epochs.")
     batch_size: int = _field(128, "Global batch size.")
     learning_rate: float = _field(1e-3, "Adam learning rate.")
+    clipnorm: float | None = _field(None, "Clip each gradient to this norm (default: no clipping).")
+    validation_split: str | None = _field(
+        None, "TFDS split for validation, e.g. 'train[50000:]' (default: curves on --test-split)."
+    )
+    early_stopping: int = _field(
+        0, "Stop after this many epochs without validation improvement, keeping the best (0: off)."
+    )
+    protocol: str = _field(
+        "none",
+        "literature: the NLL-table protocol (dynamic binarization, train[:50000] / "
+        "train[50000:] validation with early stopping, a fixed binarized test set, "
+        "IW bound with K=5000). Sets those flags.",
+        choices=("none", "literature"),
+    )
     seed: int | None = _field(None, "Random seed; the same seed gives identical losses on CPU.")
     mixed_precision: str = _field(
         "float32",
@@ -57,12 +81,29 @@ class TrainConfig:
         choices=PRECISIONS,
     )
     jit_compile: bool = _field(False, "Compile the train step with XLA.")
+    # --- devices ---
+    strategy: str = _field(
+        "auto",
+        "tf.distribute strategy: auto (TPU if configured, mirrored with several GPUs, "
+        "else default), default, one_device, mirrored, multi_worker (reads TF_CONFIG) "
+        "or tpu.",
+        choices=("auto", "default", "one_device", "mirrored", "multi_worker", "tpu"),
+    )
+    tpu: str | None = _field(None, "TPU for --strategy tpu: a name, grpc:// address or local.")
+    logical_cpus: int | None = _field(
+        None, "Split the CPU into N logical devices (to run mirrored on one CPU)."
+    )
     # --- outputs ---
     output_dir: str | None = _field(
         None, "Run directory (default: runs/DATASET-TIMESTAMP). Never overwritten."
     )
     resume: bool = _field(False, "Resume the interrupted run in --output-dir.")
     num_images: int = _field(64, "Images in the sample and reconstruction grids.")
+    iw_samples: int = _field(
+        100,
+        "K of the importance-weighted bound computed on the test split at the end "
+        "(0: skip; 1000 or 5000 for comparisons with papers).",
+    )
     shifted_dataset: str | None = _field(
         None, "TFDS dataset to score against the test set in the anomaly picture (e.g. mnist)."
     )
@@ -72,6 +113,12 @@ class TrainConfig:
     model_name: str = _field("vae", "Model name for TF Serving: saved_model/NAME/VERSION.")
 
     def __post_init__(self):
+        if self.protocol == "literature":
+            self.binarize = "dynamic"
+            self.train_split = "train[:50000]"
+            self.validation_split = "train[50000:]"
+            self.early_stopping = self.early_stopping or 20
+            self.iw_samples = 5000
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
@@ -81,17 +128,34 @@ class TrainConfig:
                     f"{list(choices)}. Received: {value!r}"
                 )
         positive = ["latent_dim", "epochs", "batch_size", "base_filters", "num_images"]
-        for name in positive + ["image_size"] * (self.image_size is not None):
+        optional = [n for n in ("image_size", "logical_cpus") if getattr(self, n) is not None]
+        for name in positive + optional:
             if int(getattr(self, name)) < 1:
                 raise ValueError(
                     f"Invalid value received for `--{_flag(name)}`. Expected a positive "
                     f"integer. Received: {getattr(self, name)}"
                 )
+        for name in ("iw_samples", "early_stopping", "kl_warmup_epochs", "free_bits"):
+            if getattr(self, name) < 0:
+                raise ValueError(
+                    f"Invalid value received for `--{_flag(name)}`. Expected a value >= 0. "
+                    f"Received: {getattr(self, name)}"
+                )
+        if self.iw_k < 1 or (self.clipnorm is not None and self.clipnorm <= 0):
+            raise ValueError(
+                "Invalid value received for `--iw-k` or `--clipnorm`. Expected iw_k >= 1 and "
+                f"clipnorm > 0. Received: iw_k={self.iw_k}, clipnorm={self.clipnorm}"
+            )
         if self.learning_rate <= 0 or self.beta < 0:
             raise ValueError(
                 "Invalid value received for `--learning-rate` or `--beta`. Expected "
                 f"learning_rate > 0 and beta >= 0. Received: learning_rate="
                 f"{self.learning_rate}, beta={self.beta}"
+            )
+        if self.early_stopping and not self.validation_split:
+            raise ValueError(
+                "`--early-stopping` needs `--validation-split` (e.g. 'train[50000:]' with "
+                "--train-split 'train[:50000]'): stopping on the test split would select on it."
             )
         if self.resume and not self.output_dir:
             raise ValueError("`--resume` needs `--output-dir RUN_DIR`: the run to resume.")

@@ -224,6 +224,8 @@ def pipeline(
     cache: bool = True,
     with_labels: bool = False,
     drop_remainder: bool = False,
+    shard: tuple[int, int] | None = None,
+    repeat: bool = False,
 ) -> tf.data.Dataset:
     """`{"image", "label"}` elements -> batches of float32 images in [0, 1].
 
@@ -243,6 +245,11 @@ def pipeline(
         cache: bool. Cache the decoded images in memory.
         with_labels: bool. Yield `(images, labels)` instead of images.
         drop_remainder: bool. Drop the last partial batch.
+        shard: `(num_shards, index)` or None. Keep only this worker's share:
+            every example goes to exactly one shard, the same one every
+            epoch (the dataset is first cut to a multiple of `num_shards`, so
+            that every worker runs the same number of steps).
+        repeat: bool. Repeat forever (then pass `steps_per_epoch` to `fit`).
     """
     if binarize not in BINARIZE_MODES:
         raise ValueError(
@@ -266,9 +273,17 @@ def pipeline(
     ds = ds.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
         ds = ds.cache()
+    if shard:
+        num_shards, index = shard
+        size = int(ds.cardinality())
+        if size > 0:
+            ds = ds.take(size - size % num_shards)
+        ds = ds.shard(num_shards, index)
     if shuffle:
         ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if repeat:  # after shuffle and batch: each pass is one whole, reshuffled epoch
+        ds = ds.repeat()
     # One fresh stateless seed per batch and epoch, reproducible from `seed`.
     noise_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import data, networks, visualize
+from keras_vae import data, distribute, networks, visualize
 from keras_vae.config import TrainConfig
 from keras_vae.vae import VAE
 
@@ -60,20 +60,37 @@ def default_output_dir(config: TrainConfig) -> str:
 
 
 def prepare_run_dir(config: TrainConfig) -> str:
-    """Creates (or, with `resume`, reopens) the run directory."""
+    """Creates the run directory, or reopens it to resume.
+
+    An existing directory is reopened with `--resume`, or when it holds an
+    unfinished run with exactly this config (the same command started again
+    after a crash); anything else is refused, never overwritten.
+    """
     out = config.output_dir
+    config_path = os.path.join(out, CONFIG_FILE)
     if config.resume:
-        if not os.path.isfile(os.path.join(out, CONFIG_FILE)):
+        if not os.path.isfile(config_path):
             raise ValueError(f"Cannot resume: {out} holds no {CONFIG_FILE}.")
         return out
     if os.path.exists(out) and os.listdir(out):
+        if _is_unfinished_run_of(out, config):
+            print(f"Resuming the unfinished run in {out} from its last backup.")
+            return out
         raise ValueError(
             f"Run directory {out} already exists and is not empty; runs are never "
             "overwritten. Pass a new `--output-dir`, or `--resume` to continue it."
         )
     os.makedirs(out, exist_ok=True)
-    _write_json(os.path.join(out, CONFIG_FILE), dataclasses.asdict(config))
+    _write_json(config_path, dataclasses.asdict(config))
     return out
+
+
+def _is_unfinished_run_of(out, config) -> bool:
+    config_path = os.path.join(out, CONFIG_FILE)
+    if not os.path.isfile(config_path) or os.path.exists(os.path.join(out, METRICS_FILE)):
+        return False
+    with open(config_path) as f:
+        return json.load(f) == json.loads(json.dumps(dataclasses.asdict(config)))
 
 
 def _write_json(path, obj):
@@ -88,8 +105,13 @@ def _test_binarize(config: TrainConfig) -> str:
     return "none" if config.binarize == "none" else "static"
 
 
-def load_datasets(config: TrainConfig):
-    """Train and test pipelines, the dataset's info and the model's image shape."""
+def load_datasets(config: TrainConfig, strategy=None):
+    """Train and test data, steps per epoch, the dataset's info and image shape.
+
+    Under `multi_worker` every worker reads its own shard of the training set
+    (each example once per epoch across the workers) and runs the same number
+    of steps; elsewhere Keras splits each global batch over the replicas.
+    """
     train_raw, info = data.load(
         config.dataset, config.train_split, config.data_dir, config.download
     )
@@ -97,10 +119,47 @@ def load_datasets(config: TrainConfig):
     image_shape = data.output_image_shape(info, config.image_size)
     networks.num_downsamplings(image_shape)  # Fail now, not after loading a model.
     common = dict(image_size=config.image_size, seed=config.seed, binarize=config.binarize)
-    train = data.pipeline(train_raw, config.batch_size, shuffle=True, **common)
+    steps_per_epoch = None
+    if strategy is not None and distribute.is_multi_worker(strategy):
+        workers = distribute.describe(strategy)["workers"]
+        per_replica = distribute.check_batch_size(config.batch_size, strategy)
+        per_worker = per_replica * strategy.num_replicas_in_sync // workers
+        steps_per_epoch = int(train_raw.cardinality()) // workers // per_worker
+        if steps_per_epoch < 1:
+            raise ValueError(
+                f"The training split has fewer than one global batch per worker "
+                f"({int(train_raw.cardinality())} examples, {workers} workers, batch "
+                f"{config.batch_size}). Lower --batch-size or use more data."
+            )
+
+        def shard_fn(context):
+            return data.pipeline(
+                train_raw,
+                context.get_per_replica_batch_size(config.batch_size),
+                shuffle=True,
+                shard=(context.num_input_pipelines, context.input_pipeline_id),
+                repeat=True,
+                drop_remainder=True,
+                **common,
+            )
+
+        train = strategy.distribute_datasets_from_function(shard_fn)
+    else:
+        train = data.pipeline(train_raw, config.batch_size, shuffle=True, **common)
     common["binarize"] = _test_binarize(config)
     test = data.pipeline(test_raw, config.batch_size, **common)
-    return train, test, info, image_shape
+    if steps_per_epoch is None:
+        steps_per_epoch = -(-int(train_raw.cardinality()) // config.batch_size)
+        fit_steps = None  # a finite dataset: Keras runs it to the end
+    else:
+        fit_steps = steps_per_epoch
+    validation = test
+    if config.validation_split:
+        val_raw, _ = data.load(
+            config.dataset, config.validation_split, config.data_dir, config.download
+        )
+        validation = data.pipeline(val_raw, config.batch_size, **common)
+    return train, test, validation, (steps_per_epoch, fit_steps), info, image_shape
 
 
 def _first_images(raw, count, pipeline_args, with_labels=False):
@@ -122,6 +181,27 @@ def load_uint8_images(config: TrainConfig, count: int):
     return np.round(_first_images(test_raw, count, _test_pipeline_args(config)) * 255).astype(
         np.uint8
     )
+
+
+def load_test_images(config: TrainConfig, max_images: int | None = None) -> np.ndarray:
+    """Every test image (or the first `max_images`) as the model sees them."""
+    test_raw, _ = data.load(config.dataset, config.test_split, config.data_dir, config.download)
+    if max_images:
+        test_raw = test_raw.take(max_images)
+    batches = data.pipeline(test_raw, 1000, cache=False, **_test_pipeline_args(config))
+    return np.concatenate([b.numpy() for b in batches])
+
+
+def update_metrics(run_dir: str, updates: dict) -> dict:
+    """Merges `updates` into the run's metrics.json (written atomically)."""
+    path = os.path.join(run_dir, METRICS_FILE)
+    metrics = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            metrics = json.load(f)
+    metrics.update(updates)
+    _write_json(path, metrics)
+    return metrics
 
 
 def load_test_examples(config: TrainConfig, count: int):
@@ -150,7 +230,7 @@ def load_shifted_images(config: TrainConfig, name: str, count: int, image_shape)
     return images
 
 
-def build_model(config: TrainConfig, image_shape) -> VAE:
+def build_model(config: TrainConfig, image_shape, steps_per_epoch: int = 1) -> VAE:
     model = VAE(
         image_shape=image_shape,
         latent_dim=config.latent_dim,
@@ -159,9 +239,13 @@ def build_model(config: TrainConfig, image_shape) -> VAE:
         beta=config.beta,
         base_filters=config.base_filters,
         seed=config.seed,
+        objective=config.objective,
+        iw_k=config.iw_k,
+        kl_warmup_steps=round(config.kl_warmup_epochs * steps_per_epoch),
+        free_bits=config.free_bits,
     )
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm),
         jit_compile=config.jit_compile,
     )
     return model
@@ -187,21 +271,51 @@ class ImageSummaries(keras.callbacks.Callback):
 
 
 def train(config: TrainConfig) -> dict:
-    """Runs training end to end and returns the metrics written to metrics.json."""
+    """Runs training end to end and returns the metrics written to metrics.json.
+
+    Every worker of a multi-worker run calls this; only the chief writes the
+    model, metrics, pictures and exports (the others return an empty dict).
+    """
+    if config.logical_cpus:
+        distribute.split_cpu(config.logical_cpus)  # before anything starts TF
+    strategy = distribute.make_strategy(config.strategy, config.tpu)
+    distribute.check_batch_size(config.batch_size, strategy)
+    chief = distribute.is_chief(strategy)
+    described = distribute.describe(strategy)
+    print(
+        f"Strategy: {described['name']} with {described['replicas']} replica(s) on "
+        f"{described['workers']} worker(s); global batch {config.batch_size}, "
+        f"{config.batch_size // described['replicas']} per replica."
+    )
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(config.mixed_precision)
-    train_ds, test_ds, info, image_shape = load_datasets(config)
+    train_ds, test_ds, val_ds, (epoch_steps, fit_steps), info, image_shape = load_datasets(
+        config, strategy
+    )
     images, labels, class_names = load_test_examples(config, PICTURE_IMAGES)
     shifted = None
     if config.shifted_dataset:
         shifted = load_shifted_images(config, config.shifted_dataset, PICTURE_IMAGES, image_shape)
     if not config.output_dir:
         config = dataclasses.replace(config, output_dir=default_output_dir(config))
-    run_dir = prepare_run_dir(config)
+    run_dir = prepare_run_dir(config) if chief else config.output_dir
     print(f"Run directory: {run_dir}  (data: {info.source}, images {image_shape})")
+    backup_dir = os.path.join(run_dir, "backup")
+    if described["workers"] > 1:  # one per worker: a shared one breaks on an h5 lock
+        backup_dir = os.path.join(backup_dir, f"worker-{distribute.worker_index(strategy)}")
 
-    model = build_model(config, image_shape)
+    if (
+        config.jit_compile
+        and described["replicas"] > 1
+        and not tf.config.list_physical_devices("GPU")
+    ):
+        # XLA cannot compile a step whose mirrored variables sit on several
+        # logical CPU devices ("variable_on_a_different_device").
+        print("Note: --jit-compile is off for multi-replica training on CPUs.")
+        config = dataclasses.replace(config, jit_compile=False)
+    with strategy.scope():
+        model = build_model(config, image_shape, epoch_steps)
     picture_data = visualize.PictureData(
         model=model,
         images=images,
@@ -213,28 +327,44 @@ def train(config: TrainConfig) -> dict:
         num_images=config.num_images,
         traversal_dims=min(8, config.latent_dim),
     )
-    callbacks = [
-        # Weights, optimizer state and epoch; kept after training so that a
-        # finished run can be extended with `--resume --epochs N`.
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), delete_checkpoint=False),
-        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
-        ImageSummaries(os.path.join(run_dir, "logs"), picture_data),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
-        keras.callbacks.TerminateOnNaN(),
-    ]
+    callbacks = [keras.callbacks.TerminateOnNaN()]
+    if config.early_stopping:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                "val_loss", patience=config.early_stopping, restore_best_weights=True, verbose=1
+            )
+        )
+    if chief:
+        callbacks += [
+            # Before the backup: an epoch the backup calls done is in the logs.
+            keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+            keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
+            ImageSummaries(os.path.join(run_dir, "logs"), picture_data),
+        ]
+    # Weights, optimizer state and epoch, last; kept after training so that a
+    # finished run can be extended with `--resume --epochs N`.
+    callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False))
     # shuffle=False: the pipeline already reshuffles each epoch (seeded).
-    # The test split is evaluated after every epoch for the curves only: nothing
-    # (no early stopping, no model choice) is selected on it.
+    # Without --validation-split the test split is evaluated after every epoch
+    # for the curves only; early stopping then needs --validation-split.
     model.fit(
-        train_ds, epochs=config.epochs, callbacks=callbacks, shuffle=False, validation_data=test_ds
+        train_ds,
+        epochs=config.epochs,
+        steps_per_epoch=fit_steps,
+        callbacks=callbacks,
+        shuffle=False,
+        validation_data=val_ds,
     )
-    if model.stop_training and not all(np.isfinite(w).all() for w in model.get_weights()):
+    if not all(np.isfinite(w).all() for w in model.get_weights()):
         raise FloatingPointError(
             "Training stopped on a non-finite loss; nothing was saved. Lower "
             "`--learning-rate` or use `--mixed-precision float32`."
         )
 
     test_metrics = model.evaluate(test_ds, return_dict=True, verbose=0)
+    test_metrics = {k: float(np.ravel(v)[0]) for k, v in test_metrics.items()}
+    if not chief:
+        return {}
     tmp = os.path.join(run_dir, "model.tmp.keras")
     model.save(tmp)
     os.replace(tmp, os.path.join(run_dir, MODEL_FILE))
@@ -255,6 +385,7 @@ def train(config: TrainConfig) -> dict:
             "estimator": "one posterior sample per image, analytic KL",
         },
         "epochs": config.epochs,
+        "strategy": described,
         "dataset": {
             "name": info.name,
             "source": info.source,
@@ -267,9 +398,23 @@ def train(config: TrainConfig) -> dict:
         "command": " ".join(sys.argv),
         "exports": exports,
     }
+    if config.iw_samples:
+        from keras_vae import evaluate
+
+        print(f"Importance-weighted bound, K={config.iw_samples}, on the test split:")
+        metrics["evaluation"] = evaluate.evaluate(
+            model, load_test_images(config), config.iw_samples
+        )
+        metrics["evaluation"]["split"] = config.test_split
     metrics["pictures"] = visualize.write_pictures(picture_data, run_dir)
     _write_json(os.path.join(run_dir, METRICS_FILE), metrics)
     visualize.write_report(run_dir, metrics["pictures"])
+    if "evaluation" in metrics:
+        ev = metrics["evaluation"]
+        print(
+            f"Test IW bound (K={ev['iw_samples']}): {ev['iw_nll_nats']:.2f} nats, "
+            f"{ev['iw_bits_per_dim']:.4f} bits/dim; {ev['active_units']} active units."
+        )
     print(
         f"Test negative ELBO: {metrics['test']['negative_elbo_nats']:.2f} nats "
         f"(reconstruction {metrics['test']['reconstruction_nats']:.2f}, "

@@ -39,6 +39,7 @@ tfd = tfp.distributions
 LOG_VAR_MIN, LOG_VAR_MAX = -10.0, 10.0
 
 METRIC_NAMES = ("loss", "reconstruction", "kl")
+OBJECTIVES = ("elbo", "iwae")
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -58,6 +59,15 @@ class VAE(keras.Model):
         base_filters: int. Filters of the first convolution; each stage
             doubles it. Defaults to `32`.
         seed: int or None. Seed of the sampling noise. Defaults to `None`.
+        objective: str. `"elbo"`, or `"iwae"`: the importance-weighted bound
+            with `iw_k` samples (Burda et al. 2016). Defaults to `"elbo"`.
+        iw_k: int. Samples per image of the IWAE objective. Defaults to `5`.
+        kl_warmup_steps: int. The KL weight grows linearly from 0 to `beta`
+            over this many optimizer steps; 0 turns warm-up off. Defaults to
+            `0`.
+        free_bits: float. Floor, in nats, on each latent dimension's KL
+            (averaged over the batch) in the objective (Kingma et al. 2016);
+            0 turns it off. Defaults to `0.0`.
     """
 
     def __init__(
@@ -69,9 +79,29 @@ class VAE(keras.Model):
         beta=1.0,
         base_filters=32,
         seed=None,
+        objective="elbo",
+        iw_k=5,
+        kl_warmup_steps=0,
+        free_bits=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if objective not in OBJECTIVES:
+            raise ValueError(
+                "Invalid value received for argument `objective`. Expected one of "
+                f"{list(OBJECTIVES)}. Received: objective={objective!r}"
+            )
+        if int(iw_k) < 1 or int(kl_warmup_steps) < 0 or float(free_bits) < 0:
+            raise ValueError(
+                "Invalid value received for `iw_k`, `kl_warmup_steps` or `free_bits`. "
+                "Expected iw_k >= 1, kl_warmup_steps >= 0 and free_bits >= 0. Received: "
+                f"iw_k={iw_k}, kl_warmup_steps={kl_warmup_steps}, free_bits={free_bits}"
+            )
+        if float(free_bits) > 0 and prior != "standard_normal":
+            raise ValueError(
+                "`free_bits` needs a per-dimension KL, which only the standard_normal "
+                f"prior has. Received: prior={prior!r}, free_bits={free_bits}"
+            )
         if int(latent_dim) < 1:
             raise ValueError(
                 "Invalid value received for argument `latent_dim`. Expected a "
@@ -90,6 +120,10 @@ class VAE(keras.Model):
         self.beta = float(beta)
         self.base_filters = int(base_filters)
         self.seed = seed
+        self.objective = objective
+        self.iw_k = int(iw_k)
+        self.kl_warmup_steps = int(kl_warmup_steps)
+        self.free_bits = float(free_bits)
         self._likelihood = likelihoods.get_likelihood(likelihood)
 
         # === Layers ===
@@ -181,7 +215,10 @@ class VAE(keras.Model):
         z = posterior.sample(seed=self.next_seed()) if sample else mean
         reconstruction = -self.likelihood_distribution(z, training).log_prob(images)
         kl = self.kl_divergence(posterior, z)
-        return {"loss": reconstruction + kl, "reconstruction": reconstruction, "kl": kl}
+        terms = {"loss": reconstruction + kl, "reconstruction": reconstruction, "kl": kl}
+        if self.free_bits:  # closed form against N(0, I), per dimension
+            terms["kl_per_dim"] = 0.5 * (tf.exp(log_var) + mean**2 - 1.0 - log_var)
+        return terms
 
     def reconstruct(self, images):
         """Images -> the likelihood mean decoded from the posterior mean."""
@@ -207,13 +244,57 @@ class VAE(keras.Model):
     def _update_metrics(self, terms):
         for name, tracker in self._trackers.items():
             tracker.update_state(terms[name])
-        return {name: tracker.result() for name, tracker in self._trackers.items()}
+        results = {name: tracker.result() for name, tracker in self._trackers.items()}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3.15 + MultiWorkerMirroredStrategy fails to reduce scalar
+            # logs ("Invalid reduction dimension 0", tensorflow#72388).
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
+
+    def kl_weight(self):
+        """beta, ramped linearly from 0 over `kl_warmup_steps` optimizer steps."""
+        if not self.kl_warmup_steps:
+            return tf.constant(self.beta)
+        progress = tf.cast(self.optimizer.iterations, tf.float32) / self.kl_warmup_steps
+        return self.beta * tf.minimum(1.0, progress)
+
+    def log_importance_weights(self, images, num_samples):
+        """log p(x|z_k) + log p(z_k) - log q(z_k|x) for k samples: `(k, batch)`."""
+        images = tf.cast(images, tf.float32)
+        mean, log_var = self.encode(images, training=False)
+        return self._log_weights(images, mean, log_var, num_samples)
+
+    def _log_weights(self, images, mean, log_var, num_samples, training=False):
+        posterior = self.posterior(mean, log_var)
+        z = posterior.sample(num_samples, seed=self.next_seed())  # (k, batch, latent)
+        flat = tf.reshape(z, [-1, self.latent_dim])  # (k * batch, latent)
+        tiled = tf.reshape(
+            tf.broadcast_to(images[None], tf.concat([[num_samples], tf.shape(images)], 0)),
+            tf.concat([[-1], tf.shape(images)[1:]], 0),
+        )
+        log_px = self.likelihood_distribution(flat, training).log_prob(tiled)
+        log_px = tf.reshape(log_px, [num_samples, -1])
+        return log_px + self.prior_distribution().log_prob(z) - posterior.log_prob(z)
+
+    def _objective(self, images, terms):
+        """Per-example training objective (nats) for the configured options."""
+        if self.objective == "iwae":
+            images = tf.cast(images, tf.float32)
+            mean, log_var = self.encode(images, training=True)
+            weights = self._log_weights(images, mean, log_var, self.iw_k, training=True)
+            return -(tf.reduce_logsumexp(weights, axis=0) - tf.math.log(float(self.iw_k)))
+        kl = terms["kl"]
+        if self.free_bits:
+            per_dim = terms["kl_per_dim"]  # (batch, latent)
+            floored = tf.maximum(tf.reduce_mean(per_dim, axis=0), self.free_bits)
+            kl = tf.broadcast_to(tf.reduce_sum(floored), tf.shape(kl))  # batch-level floor
+        return terms["reconstruction"] + self.kl_weight() * kl
 
     def train_step(self, data):
         images = _images(data)
         with tf.GradientTape() as tape:
             terms = self.negative_elbo(images, sample=True, training=True)
-            objective = terms["reconstruction"] + self.beta * terms["kl"]
+            objective = self._objective(images, terms)
             # Mean over the *global* batch: Keras sums gradients over replicas.
             loss = tf.nn.compute_average_loss(objective)
             scaled_loss = self.optimizer.scale_loss(loss)
@@ -234,6 +315,10 @@ class VAE(keras.Model):
             "beta": self.beta,
             "base_filters": self.base_filters,
             "seed": self.seed,
+            "objective": self.objective,
+            "iw_k": self.iw_k,
+            "kl_warmup_steps": self.kl_warmup_steps,
+            "free_bits": self.free_bits,
         }
 
 

@@ -16,6 +16,7 @@ from conftest import REPO
 # CPU): 329.4 nats on test[:2000]. An untrained model scores about 545.
 REAL_DATA_BOUND_NATS = 340.0
 SHORT = ["--train-split", "train[:10000]", "--test-split", "test[:2000]", "--num-images", "16"]
+SHORT += ["--iw-samples", "10"]
 
 
 def run_cli(*args, timeout=600):
@@ -54,6 +55,10 @@ def test_short_real_run_lowers_negative_elbo(real_run):
     assert metrics["config"]["seed"] == 0 and metrics["config"]["output_dir"] == out
     assert metrics["versions"]["tensorflow"] == tf.__version__
     assert f"{test['negative_elbo_nats']:.2f}" in result.stdout
+    evaluation = metrics["evaluation"]
+    assert evaluation["iw_samples"] == 10 and evaluation["num_images"] == 2000
+    assert evaluation["iw_nll_nats"] < test["negative_elbo_nats"]
+    assert 0 < evaluation["active_units"] <= 16
 
 
 def test_run_writes_every_artifact(real_run):
@@ -118,6 +123,7 @@ def test_resume_continues_and_runs_are_never_overwritten(real_run, tmp_path):
 
 def test_same_seed_gives_identical_losses(fashion_mnist_dir, tmp_path):
     tiny = ["--train-split", "train[:1024]", "--test-split", "test[:256]", "--num-images", "4"]
+    tiny += ["--iw-samples", "0"]
     histories = []
     for name in ("a", "b"):
         result = run_cli(

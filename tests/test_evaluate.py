@@ -1,0 +1,198 @@
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+from conftest import assert_saving_round_trip
+
+from keras_vae import data, evaluate
+from keras_vae.config import TrainConfig
+from keras_vae.vae import VAE
+
+tfd = tfp.distributions
+
+
+class LinearGaussian:
+    """p(z) = N(0, I), p(x|z) = N(W z + b, s^2 I): log p(x) is known exactly.
+
+    The encoder is the exact posterior mean with the *diagonal* of the exact
+    posterior covariance, so q != p(z|x) and the bounds are strict.
+    """
+
+    def __init__(self, seed=0):
+        rng = np.random.default_rng(seed)
+        self.w = rng.normal(size=(4, 2)).astype(np.float32)
+        self.b = rng.normal(size=4).astype(np.float32)
+        self.s = 0.5
+        self.latent_dim = 2
+        cov = np.linalg.inv(np.eye(2) + self.w.T @ self.w / self.s**2)
+        self.post_cov, self.gain = cov, cov @ self.w.T / self.s**2
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def encode(self, x, training=False):
+        mean = tf.matmul(tf.cast(x, tf.float32) - self.b, self.gain.T.astype(np.float32))
+        log_var = tf.math.log(
+            tf.broadcast_to(np.diag(self.post_cov).astype(np.float32), tf.shape(mean))
+        )
+        return mean, log_var
+
+    def posterior(self, mean, log_var):
+        return tfd.MultivariateNormalDiag(mean, tf.exp(0.5 * log_var))
+
+    def prior_distribution(self):
+        return tfd.MultivariateNormalDiag(tf.zeros(2), tf.ones(2))
+
+    def likelihood_distribution(self, z, training=False):
+        return tfd.Independent(tfd.Normal(tf.matmul(z, self.w.T) + self.b, self.s), 1)
+
+    def next_seed(self):
+        return tf.cast(self.seed_generator.next(), tf.int32)
+
+    def log_importance_weights(self, images, num_samples):
+        return VAE._log_weights(
+            self, tf.cast(images, tf.float32), *self.encode(images), num_samples
+        )
+
+    def true_log_likelihood(self, x):
+        cov = self.w @ self.w.T + self.s**2 * np.eye(4)
+        return (
+            tfd.MultivariateNormalFullCovariance(self.b, cov.astype(np.float32)).log_prob(x).numpy()
+        )
+
+
+def test_iw_bound_converges_to_the_true_likelihood_from_above():
+    toy = LinearGaussian()
+    x = (toy.b + np.random.default_rng(1).normal(size=(200, 4)) * 1.5).astype(np.float32)
+    true_nll = -toy.true_log_likelihood(x).mean()
+    previous = None
+    for k in (1, 10, 100, 2000):
+        nll = evaluate.importance_weighted_nll(toy, tf.constant(x), k, chunk=50_000).numpy().mean()
+        assert nll > true_nll - 0.02  # a bound: never below -log p(x), within MC error
+        if previous is not None:
+            assert nll < previous + 0.02  # tighter as K grows
+        previous = nll
+        if k == 1:
+            elbo_nll = nll
+    assert abs(previous - true_nll) < 0.02
+    assert elbo_nll - true_nll > 0.1  # the ELBO is clearly looser than the K=2000 bound
+
+
+def test_chunking_does_not_change_the_bound():
+    toy = LinearGaussian(seed=3)
+    x = tf.constant(toy.b[None].repeat(50, 0) + 1.0)
+    small = evaluate.importance_weighted_nll(toy, x, 500, chunk=100).numpy().mean()
+    large = evaluate.importance_weighted_nll(toy, x, 500, chunk=100_000).numpy().mean()
+    assert abs(small - large) < 0.05  # different draws, same estimate
+
+
+def test_active_units_and_kl_per_dimension_see_dead_dimensions():
+    model = VAE(latent_dim=4, seed=0)
+    layer = model.encoder.get_layer("posterior_params")
+    kernel, bias = layer.get_weights()
+    for dead in (1, 3):  # mean and log-variance exactly the prior's
+        kernel[:, [dead, 4 + dead]] = 0.0
+        bias[[dead, 4 + dead]] = 0.0
+    layer.set_weights([kernel, bias])
+    images = np.random.default_rng(0).random((300, 28, 28, 1)).astype(np.float32)
+    result = evaluate.evaluate(model, images, iw_samples=2, verbose=0)
+    means, _ = evaluate.posterior_statistics(model, images)
+    expected = int((np.var(means, axis=0) > 0.01).sum())
+    assert result["active_units"] == expected <= 2
+    assert result["kl_per_dim_nats"][1] == 0.0 and result["kl_per_dim_nats"][3] == 0.0
+    assert result["iw_bits_per_dim"] == pytest.approx(result["iw_nll_nats"] / (784 * np.log(2)))
+
+
+@pytest.mark.parametrize("k", [0, -3, 2.5])
+def test_bad_iw_samples(k):
+    with pytest.raises(ValueError, match=f"Expected a positive integer. Received: iw_samples={k}"):
+        evaluate.importance_weighted_nll(LinearGaussian(), tf.zeros((2, 4)), k)
+    assert evaluate.main(["--model", "/nonexistent", "--iw-samples", "0"]) == 2
+
+
+def test_literature_protocol_sets_the_flags():
+    config = TrainConfig(protocol="literature")
+    assert (config.binarize, config.train_split, config.validation_split) == (
+        "dynamic",
+        "train[:50000]",
+        "train[50000:]",
+    )
+    assert config.iw_samples == 5000 and config.early_stopping == 20
+    with pytest.raises(ValueError, match="`--early-stopping` needs `--validation-split`"):
+        TrainConfig(early_stopping=3)
+    with pytest.raises(ValueError, match="Expected iw_k >= 1"):
+        TrainConfig(iw_k=0)
+
+
+@pytest.fixture(scope="module")
+def real_images():
+    if not os.path.isdir(data.DEBIAN_FASHION_MNIST_DIR):
+        if os.environ.get("CI"):
+            pytest.fail("CI must have dataset-fashion-mnist installed")
+        pytest.skip("real Fashion-MNIST not installed")
+    raw, _ = data.load("fashion_mnist", "train[:3000]", data_dir="/nonexistent")
+    return np.concatenate([b.numpy() for b in data.pipeline(raw, 500, binarize="static")])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"objective": "iwae", "iw_k": 4},
+        {"kl_warmup_steps": 30},
+        {"free_bits": 0.5},
+        {"beta": 4.0},
+    ],
+)
+def test_objectives_train_round_trip_and_export(options, real_images, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = VAE(latent_dim=6, seed=0, **options)
+    model.compile(keras.optimizers.Adam(1e-3, clipnorm=100.0))
+    first = model.evaluate(real_images, batch_size=500, verbose=0, return_dict=True)["loss"]
+    model.fit(real_images, batch_size=100, epochs=2, verbose=0)
+    after = model.evaluate(real_images, batch_size=500, verbose=0, return_dict=True)["loss"]
+    assert after < first - 50  # training lowers the negative ELBO
+    reloaded = assert_saving_round_trip(model, real_images[:4], tmp_path)
+    assert {k: reloaded.get_config()[k] for k in options} == options
+    from export import saved_model
+
+    path = saved_model.export_saved_model(model, str(tmp_path / "sm" / "vae"))
+    served = tf.saved_model.load(path).signatures["score"](
+        images=tf.constant(np.round(real_images[:4] * 255).astype(np.uint8))
+    )
+    expected = model.negative_elbo(real_images[:4], sample=False)["loss"].numpy()
+    np.testing.assert_allclose(served["negative_elbo"].numpy(), expected, rtol=1e-5)
+
+
+def test_kl_warmup_ramps_the_weight():
+    model = VAE(latent_dim=2, beta=2.0, kl_warmup_steps=10)
+    model.compile(keras.optimizers.SGD(0.0))
+    assert float(model.kl_weight()) == 0.0
+    model.optimizer.iterations.assign(5)
+    assert float(model.kl_weight()) == pytest.approx(1.0)
+    model.optimizer.iterations.assign(50)
+    assert float(model.kl_weight()) == pytest.approx(2.0)
+
+
+def test_evaluate_cli_updates_metrics(real_images, tmp_path, capsys):
+    import dataclasses
+
+    run = tmp_path / "run"
+    run.mkdir()
+    model = VAE(latent_dim=4, seed=0)
+    model.compile("adam")
+    model.fit(real_images, batch_size=100, epochs=1, verbose=0)
+    model.save(str(run / "model.keras"))
+    config = TrainConfig(latent_dim=4, binarize="static", test_split="test[:200]", data_dir="/x")
+    (run / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
+    (run / "metrics.json").write_text(json.dumps({"test": {"negative_elbo_nats": 1.0}}))
+    assert evaluate.main(["--model", str(run), "--iw-samples", "20"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"] == {"negative_elbo_nats": 1.0}  # merged, not replaced
+    ev = metrics["evaluation"]
+    assert ev["num_images"] == 200 and ev["iw_samples"] == 20
+    assert ev["iw_nll_nats"] < ev["negative_elbo_nats"]
+    assert len(ev["kl_per_dim_nats"]) == 4
+    assert evaluate.main(["--model", str(tmp_path)]) == 2
+    assert "holds no model.keras" in capsys.readouterr().err
