@@ -14,7 +14,7 @@ import os
 from keras_vae import likelihoods, priors
 from keras_vae.data import BINARIZE_MODES
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
 def _field(default, help, **kwargs):
@@ -76,8 +76,10 @@ class TrainConfig:
     )
     seed: int | None = _field(None, "Random seed; the same seed gives identical losses on CPU.")
     mixed_precision: str = _field(
-        "float32",
-        "Compute dtype policy of the networks; distributions stay float32.",
+        "auto",
+        "Compute dtype policy of the networks (distributions stay float32). auto: "
+        "mixed_bfloat16 on CPUs with bfloat16 and on TPUs, mixed_float16 on GPUs, "
+        "else float32.",
         choices=PRECISIONS,
     )
     jit_compile: bool = _field(False, "Compile the train step with XLA.")

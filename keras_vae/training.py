@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import data, distribute, networks, visualize
+from keras_vae import data, distribute, networks, precision, visualize
 from keras_vae.config import TrainConfig
 from keras_vae.vae import VAE
 
@@ -289,11 +289,13 @@ def train(config: TrainConfig) -> dict:
     )
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
-    keras.mixed_precision.set_global_policy(config.mixed_precision)
+    policy = precision.resolve(config.mixed_precision, strategy)
+    keras.mixed_precision.set_global_policy(policy)
+    print(f"Precision: {policy}")
     train_ds, test_ds, val_ds, (epoch_steps, fit_steps), info, image_shape = load_datasets(
         config, strategy
     )
-    images, labels, class_names = load_test_examples(config, PICTURE_IMAGES)
+    examples = load_test_examples(config, PICTURE_IMAGES)  # (images, labels, class names)
     shifted = None
     if config.shifted_dataset:
         shifted = load_shifted_images(config, config.shifted_dataset, PICTURE_IMAGES, image_shape)
@@ -316,16 +318,8 @@ def train(config: TrainConfig) -> dict:
         config = dataclasses.replace(config, jit_compile=False)
     with strategy.scope():
         model = build_model(config, image_shape, epoch_steps)
-    picture_data = visualize.PictureData(
-        model=model,
-        images=images,
-        labels=labels,
-        class_names=class_names,
-        history_csv=os.path.join(run_dir, "history.csv"),
-        shifted_images=shifted,
-        shifted_name=config.shifted_dataset or "shifted",
-        num_images=config.num_images,
-        traversal_dims=min(8, config.latent_dim),
+    picture_data = visualize.run_picture_data(
+        model, run_dir, examples, shifted, config.shifted_dataset, config.num_images
     )
     callbacks = [keras.callbacks.TerminateOnNaN()]
     if config.early_stopping:
@@ -386,6 +380,7 @@ def train(config: TrainConfig) -> dict:
         },
         "epochs": config.epochs,
         "strategy": described,
+        "precision": policy,
         "dataset": {
             "name": info.name,
             "source": info.source,

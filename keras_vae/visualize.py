@@ -491,6 +491,22 @@ def load_run_picture_data(run_dir, num_images=64, traversal_dims=8, shifted_data
         shifted = training.load_shifted_images(
             config, shifted_dataset, SCATTER_IMAGES, model.image_shape
         )
+    return run_picture_data(
+        model,
+        run_dir,
+        (images, labels, class_names),
+        shifted,
+        shifted_dataset,
+        num_images,
+        traversal_dims,
+    )
+
+
+def run_picture_data(
+    model, run_dir, examples, shifted=None, shifted_name=None, num_images=64, traversal_dims=8
+) -> PictureData:
+    """`PictureData` for a run: `examples` is `(images, labels, class_names)`."""
+    images, labels, class_names = examples
     return PictureData(
         model=model,
         images=images,
@@ -498,9 +514,9 @@ def load_run_picture_data(run_dir, num_images=64, traversal_dims=8, shifted_data
         class_names=class_names,
         history_csv=os.path.join(run_dir, "history.csv"),
         shifted_images=shifted,
-        shifted_name=shifted_dataset or "shifted",
+        shifted_name=shifted_name or "shifted",
         num_images=num_images,
-        traversal_dims=traversal_dims,
+        traversal_dims=min(traversal_dims, model.latent_dim),
     )
 
 

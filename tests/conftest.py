@@ -20,8 +20,7 @@ def _fresh_keras_state():
     keras.mixed_precision.set_global_policy("float32")
 
 
-@pytest.fixture
-def fashion_mnist_dir():
+def require_fashion_mnist() -> str:
     """The official Fashion-MNIST files; required in CI, skipped elsewhere."""
     path = data.DEBIAN_FASHION_MNIST_DIR
     if not os.path.isfile(os.path.join(path, "t10k-images-idx3-ubyte.gz")):
@@ -32,6 +31,11 @@ def fashion_mnist_dir():
             pytest.fail(message + " (CI must run the real-data tests)")
         pytest.skip(message)
     return path
+
+
+@pytest.fixture
+def fashion_mnist_dir():
+    return require_fashion_mnist()
 
 
 def random_images(n, shape=(28, 28, 1), seed=0):

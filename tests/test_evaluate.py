@@ -1,12 +1,11 @@
 import json
-import os
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
-from conftest import assert_saving_round_trip
+from conftest import assert_saving_round_trip, require_fashion_mnist
 
 from keras_vae import data, evaluate
 from keras_vae.config import TrainConfig
@@ -128,10 +127,7 @@ def test_literature_protocol_sets_the_flags():
 
 @pytest.fixture(scope="module")
 def real_images():
-    if not os.path.isdir(data.DEBIAN_FASHION_MNIST_DIR):
-        if os.environ.get("CI"):
-            pytest.fail("CI must have dataset-fashion-mnist installed")
-        pytest.skip("real Fashion-MNIST not installed")
+    require_fashion_mnist()
     raw, _ = data.load("fashion_mnist", "train[:3000]", data_dir="/nonexistent")
     return np.concatenate([b.numpy() for b in data.pipeline(raw, 500, binarize="static")])
 

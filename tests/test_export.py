@@ -415,38 +415,11 @@ def test_bad_input_is_named_not_crashed(exported, kind):
 def test_killed_export_leaves_previous_version_intact(exported, tmp_path):
     _, paths, _, out = exported
     base = tmp_path / "saved_model" / "vae"
-    first = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "export",
-            "--model",
-            str(out / "model.keras"),
-            "--no-tflite",
-            "--output-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
+    command = [sys.executable, "-m", "export", "--model", str(out / "model.keras")]
+    command += ["--no-tflite", "--output-dir", str(tmp_path)]
+    first = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "export",
-            "--model",
-            str(out / "model.keras"),
-            "--no-tflite",
-            "--output-dir",
-            str(tmp_path),
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
         while not any(n.startswith(".tmp-export-") for n in os.listdir(base)):
@@ -459,22 +432,7 @@ def test_killed_export_leaves_previous_version_intact(exported, tmp_path):
             proc.kill()
     assert saved_model.existing_versions(str(base)) == [1]
     assert tf.saved_model.load(str(base / "1")).signatures["decode"] is not None
-    third = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "export",
-            "--model",
-            str(out / "model.keras"),
-            "--no-tflite",
-            "--output-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
+    third = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert third.returncode == 0, third.stderr[-3000:]
     assert sorted(os.listdir(base)) == ["1", "2"]  # the stale temporary is gone
 

@@ -1,12 +1,12 @@
 import dataclasses
 import html.parser
 import json
-import os
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import require_fashion_mnist
 
 from keras_vae import data, visualize
 from keras_vae.config import TrainConfig
@@ -31,10 +31,7 @@ def trained(fashion_mnist_dir_module):
 
 @pytest.fixture(scope="module")
 def fashion_mnist_dir_module():
-    if not os.path.isdir(data.DEBIAN_FASHION_MNIST_DIR):
-        if os.environ.get("CI"):
-            pytest.fail("CI must have dataset-fashion-mnist installed")
-        pytest.skip("real Fashion-MNIST not installed: `apt-get install dataset-fashion-mnist`")
+    return require_fashion_mnist()
 
 
 def _png(path):

@@ -1,0 +1,184 @@
+"""Side by side: this package's training step against a plain Keras 3 VAE.
+
+    python benchmarks/speed_vs_reference.py [--windows 5] [--steps 60]
+
+In one process and in alternating windows of `--steps` steps, it trains
+(a) the reference: the textbook Keras 3 VAE (the TensorFlow CVAE tutorial's
+    architecture, `reduce_mean` losses in a custom `train_step`, numpy input,
+    float32), written here, and
+(b) `keras_vae.VAE` with the package's defaults (precision from `auto`) and
+    its tf.data pipeline,
+on the same Fashion-MNIST images, batch and optimizer, and prints the median
+examples/second of each, their ratio, the process's peak memory, the
+measured float32/bfloat16 matmul rate of this machine, the model's FLOPs per
+training example and the fraction of the hardware limit each achieves.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_vae import data, precision  # noqa: E402
+from keras_vae.vae import VAE  # noqa: E402
+
+
+class ReferenceVAE(keras.Model):
+    """The textbook VAE: https://www.tensorflow.org/tutorials/generative/cvae, Keras 3."""
+
+    def __init__(self, latent_dim=16):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.encoder = keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
+                keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu"),
+                keras.layers.Flatten(),
+                keras.layers.Dense(2 * latent_dim),
+            ]
+        )
+        self.decoder = keras.Sequential(
+            [
+                keras.Input((latent_dim,)),
+                keras.layers.Dense(7 * 7 * 32, activation="relu"),
+                keras.layers.Reshape((7, 7, 32)),
+                keras.layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu"),
+                keras.layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu"),
+                keras.layers.Conv2DTranspose(1, 3, padding="same"),
+            ]
+        )
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    def train_step(self, x):
+        with tf.GradientTape() as tape:
+            mean, log_var = tf.split(self.encoder(x), 2, axis=-1)
+            z = mean + tf.exp(0.5 * log_var) * tf.random.normal(tf.shape(mean))
+            logits = self.decoder(z)
+            rec = tf.reduce_mean(
+                tf.reduce_sum(
+                    tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=logits), [1, 2, 3]
+                )
+            )
+            kl = tf.reduce_mean(
+                -0.5 * tf.reduce_sum(1 + log_var - tf.square(mean) - tf.exp(log_var), 1)
+            )
+            loss = rec + kl
+        grads = tape.gradient(loss, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_weights, strict=True))
+        self.loss_tracker.update_state(loss)
+        return {"loss": self.loss_tracker.result()}
+
+
+def training_flops_per_example(model) -> float:
+    """2 x multiply-adds of conv/dense layers, forward, times 3 (forward + backward)."""
+    macs = 0
+    for net in (model.encoder, model.decoder):
+        for layer in net.layers:
+            if isinstance(layer, keras.layers.Conv2DTranspose):
+                _, h, w, c_in = layer.input.shape
+                k = layer.kernel_size[0] * layer.kernel_size[1]
+                macs += h * w * k * c_in * layer.filters
+            elif isinstance(layer, keras.layers.Conv2D):
+                _, h, w, _ = layer.output.shape
+                k = layer.kernel_size[0] * layer.kernel_size[1]
+                macs += h * w * k * layer.input.shape[-1] * layer.filters
+            elif isinstance(layer, keras.layers.Dense):
+                macs += layer.input.shape[-1] * layer.units
+    return 3 * 2 * macs
+
+
+def matmul_rate(dtype, n=1024, seconds=2.0) -> float:
+    a = tf.random.normal((n, n), dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    f = tf.function(lambda x: tf.matmul(x, x))
+    f(a).numpy()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        f(a).numpy()
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - start)
+
+
+def timed_window(model, iterator, steps):
+    model.fit(iterator, steps_per_epoch=2, epochs=1, verbose=0)  # settle
+    start = time.perf_counter()
+    model.fit(iterator, steps_per_epoch=steps, epochs=1, verbose=0)
+    return steps / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=128)
+    args = parser.parse_args()
+    batch = args.batch_size
+
+    raw, _ = data.load("fashion_mnist", "train")
+    images = np.concatenate([b.numpy() for b in data.pipeline(raw, 10_000)])  # (60000, 28, 28, 1)
+
+    keras.utils.set_random_seed(0)
+    reference = ReferenceVAE()
+    reference.compile(keras.optimizers.Adam(1e-3))
+    policy = precision.resolve("auto")
+    keras.mixed_precision.set_global_policy(policy)
+    package = VAE(latent_dim=16, seed=0)
+    package.compile(keras.optimizers.Adam(1e-3))
+    keras.mixed_precision.set_global_policy("float32")
+    pipeline = data.pipeline(
+        tf.data.Dataset.from_tensor_slices({"image": np.round(images * 255).astype(np.uint8)}),
+        batch,
+        shuffle=True,
+        seed=0,
+        repeat=True,
+        drop_remainder=True,
+    )
+    package_iter = pipeline  # repeated: each fit call takes `steps` batches
+
+    rates = {"reference": [], "package": []}
+    for _ in range(args.windows):
+        # The reference: numpy input to fit, as in the textbook.
+        x = images[np.random.default_rng().integers(0, len(images), args.steps * batch)]
+        reference.fit(x[: 2 * batch], batch_size=batch, epochs=1, verbose=0, shuffle=True)
+        start = time.perf_counter()
+        reference.fit(x, batch_size=batch, epochs=1, verbose=0, shuffle=True)
+        rates["reference"].append(args.steps * batch / (time.perf_counter() - start))
+        rates["package"].append(batch * timed_window(package, package_iter, args.steps))
+    median = {k: float(np.median(v)) for k, v in rates.items()}
+    flops = training_flops_per_example(package)
+    limits = {"float32": matmul_rate(tf.float32), "bfloat16": matmul_rate(tf.bfloat16)}
+    package_limit = limits["bfloat16" if "bfloat16" in policy else "float32"]
+    result = {
+        "batch_size": batch,
+        "windows": args.windows,
+        "steps_per_window": args.steps,
+        "reference_examples_per_second": round(median["reference"]),
+        "package_examples_per_second": round(median["package"]),
+        "ratio": round(median["package"] / median["reference"], 2),
+        "package_precision": policy,
+        "all_windows": {k: [round(r) for r in v] for k, v in rates.items()},
+        "training_gflops_per_example": round(flops / 1e9, 4),
+        "matmul_gflops_per_second": {k: round(v / 1e9, 1) for k, v in limits.items()},
+        "reference_fraction_of_float32_limit": round(
+            median["reference"] * flops / limits["float32"], 3
+        ),
+        "package_fraction_of_its_dtype_limit": round(median["package"] * flops / package_limit, 3),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
