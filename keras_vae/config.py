@@ -44,6 +44,9 @@ class TrainConfig:
     prior: str = _field(
         "standard_normal", "Latent prior p(z).", choices=tuple(priors.available_priors())
     )
+    prior_components: int | None = _field(
+        None, "Components of a mixture or vamp prior (default: 10 and 50)."
+    )
     beta: float = _field(1.0, "Weight of the KL term in the training objective.")
     objective: str = _field(
         "elbo",

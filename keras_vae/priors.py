@@ -32,14 +32,28 @@ def available_priors() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_prior(name: str, latent_dim: int) -> keras.layers.Layer:
-    """Builds the registered prior called `name` for `latent_dim`."""
+def get_prior(
+    name: str, latent_dim: int, image_shape=None, num_components: int | None = None
+) -> keras.layers.Layer:
+    """Builds the registered prior called `name` for `latent_dim`.
+
+    `image_shape` and `num_components` are passed on to priors that use them
+    (mixtures); `num_components=None` keeps the prior's own default.
+    """
     if name not in _REGISTRY:
         raise ValueError(
             "Invalid value received for argument `prior`. Expected one of "
             f"{available_priors()}. Received: prior={name!r}"
         )
-    return _REGISTRY[name](latent_dim=latent_dim, name=f"prior_{name}")
+    kwargs = {"image_shape": image_shape}
+    if num_components is not None:
+        if int(num_components) < 1:
+            raise ValueError(
+                "Invalid value received for argument `prior_components`. Expected a "
+                f"positive integer. Received: prior_components={num_components}"
+            )
+        kwargs["num_components"] = int(num_components)
+    return _REGISTRY[name](latent_dim=latent_dim, name=f"prior_{name}", **kwargs)
 
 
 @register_prior("standard_normal")
@@ -51,6 +65,8 @@ class StandardNormalPrior(keras.layers.Layer):
     """
 
     def __init__(self, latent_dim: int, **kwargs):
+        kwargs.pop("image_shape", None)
+        kwargs.pop("num_components", None)
         super().__init__(**kwargs)
         self.latent_dim = latent_dim
 
@@ -61,3 +77,101 @@ class StandardNormalPrior(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim}
+
+
+def _mixture(logits, locs, scales) -> tfd.Distribution:
+    return tfd.MixtureSameFamily(
+        mixture_distribution=tfd.Categorical(logits=logits),
+        components_distribution=tfd.MultivariateNormalDiag(loc=locs, scale_diag=scales),
+    )
+
+
+@register_prior("mixture")
+class MixtureOfGaussiansPrior(keras.layers.Layer):
+    """A learned mixture of `num_components` diagonal Gaussians.
+
+    #### Mathematical details
+
+    p(z) = sum_k softmax(logits)_k N(z; loc_k, diag(scale_k^2)),
+    scale_k = softplus(raw_k) + 1e-4. KL(q || p) has no closed form: the VAE
+    uses the one-sample Monte Carlo estimate log q(z|x) - log p(z).
+    """
+
+    def __init__(self, latent_dim: int, num_components: int = 10, **kwargs):
+        kwargs.pop("image_shape", None)
+        super().__init__(**kwargs)
+        self.latent_dim = latent_dim
+        self.num_components = num_components
+
+    def build(self, input_shape=None):
+        k, d = self.num_components, self.latent_dim
+        self.logits = self.add_weight(shape=(k,), initializer="zeros", name="logits")
+        self.locs = self.add_weight(
+            shape=(k, d), initializer=keras.initializers.RandomNormal(stddev=1.0), name="locs"
+        )
+        # softplus(0.5413) = 1: components start as unit Gaussians.
+        self.raw_scales = self.add_weight(
+            shape=(k, d), initializer=keras.initializers.Constant(0.5413), name="raw_scales"
+        )
+        self.built = True
+
+    def distribution(self) -> tfd.Distribution:
+        scales = tf.nn.softplus(tf.cast(self.raw_scales, tf.float32)) + 1e-4
+        return _mixture(tf.cast(self.logits, tf.float32), tf.cast(self.locs, tf.float32), scales)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "latent_dim": self.latent_dim,
+            "num_components": self.num_components,
+        }
+
+
+@register_prior("vamp")
+class VampPrior(keras.layers.Layer):
+    """The VampPrior (Tomczak & Welling 2018): the posterior at learned pseudo-inputs.
+
+    #### Mathematical details
+
+    p(z) = (1/K) sum_k q(z | u_k), u_k = sigmoid(raw_k) learned images. The
+    VAE binds its encoder with `bind(encode)`; KL is the one-sample Monte
+    Carlo estimate.
+    """
+
+    def __init__(self, latent_dim: int, num_components: int = 50, image_shape=None, **kwargs):
+        super().__init__(**kwargs)
+        if image_shape is None:
+            raise ValueError("The VampPrior needs the image shape of its pseudo-inputs.")
+        self.latent_dim = latent_dim
+        self.num_components = num_components
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self._encode = None
+
+    def build(self, input_shape=None):
+        self.raw_pseudo_inputs = self.add_weight(
+            shape=(self.num_components, *self.image_shape),
+            initializer=keras.initializers.RandomNormal(stddev=0.1),
+            name="raw_pseudo_inputs",
+        )
+        self.built = True
+
+    def bind(self, encode):
+        self._encode = encode
+
+    def pseudo_inputs(self):
+        return tf.sigmoid(tf.cast(self.raw_pseudo_inputs, tf.float32))
+
+    def distribution(self) -> tfd.Distribution:
+        if self._encode is None:
+            raise ValueError("VampPrior.bind(encode) must be called before use.")
+        mean, log_var = self._encode(self.pseudo_inputs())
+        logits = tf.zeros([self.num_components])
+        return _mixture(logits, mean, tf.exp(0.5 * log_var))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "latent_dim": self.latent_dim,
+            "num_components": self.num_components,
+            "image_shape": list(self.image_shape),
+        }

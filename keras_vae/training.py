@@ -243,6 +243,7 @@ def build_model(config: TrainConfig, image_shape, steps_per_epoch: int = 1) -> V
         iw_k=config.iw_k,
         kl_warmup_steps=round(config.kl_warmup_epochs * steps_per_epoch),
         free_bits=config.free_bits,
+        prior_components=config.prior_components,
     )
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm),
@@ -363,7 +364,9 @@ def train(config: TrainConfig) -> dict:
     model.save(tmp)
     os.replace(tmp, os.path.join(run_dir, MODEL_FILE))
     exports = {}
-    if config.export:
+    if config.export and config.prior != "standard_normal":
+        print("Export skipped: the serving signatures support the standard_normal prior only.")
+    elif config.export:
         from export import export_all
 
         images = load_uint8_images(config, EXPORT_CALIBRATION_IMAGES)

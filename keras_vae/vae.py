@@ -68,6 +68,8 @@ class VAE(keras.Model):
         free_bits: float. Floor, in nats, on each latent dimension's KL
             (averaged over the batch) in the objective (Kingma et al. 2016);
             0 turns it off. Defaults to `0.0`.
+        prior_components: int or None. Components of a mixture prior
+            (`mixture`, `vamp`); None keeps the prior's default (10 and 50).
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class VAE(keras.Model):
         iw_k=5,
         kl_warmup_steps=0,
         free_bits=0.0,
+        prior_components=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -124,6 +127,7 @@ class VAE(keras.Model):
         self.iw_k = int(iw_k)
         self.kl_warmup_steps = int(kl_warmup_steps)
         self.free_bits = float(free_bits)
+        self.prior_components = prior_components
         self._likelihood = likelihoods.get_likelihood(likelihood)
 
         # === Layers ===
@@ -134,7 +138,11 @@ class VAE(keras.Model):
             self._likelihood.params_per_channel,
             self.base_filters,
         )
-        self.prior_layer = priors.get_prior(prior, self.latent_dim)
+        self.prior_layer = priors.get_prior(
+            prior, self.latent_dim, self.image_shape, prior_components
+        )
+        if hasattr(self.prior_layer, "bind"):  # the VampPrior encodes pseudo-inputs
+            self.prior_layer.bind(self.encode)
         self.seed_generator = keras.random.SeedGenerator(seed, name="sampling_seed")
         self._trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
         # Every sub-network is functional and already built; marking the model
@@ -319,6 +327,7 @@ class VAE(keras.Model):
             "iw_k": self.iw_k,
             "kl_warmup_steps": self.kl_warmup_steps,
             "free_bits": self.free_bits,
+            "prior_components": self.prior_components,
         }
 
 
