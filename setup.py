@@ -23,6 +23,7 @@ setup(
         "tensorflow-serving-api>=2.21",  # PredictRequest protos, gRPC client
         "grpcio>=1.60",
         "pillow>=10",  # reads image files in serve_signature.py
+        "matplotlib>=3.8",  # plots (headless Agg backend)
     ],
     extras_require={"test": ["pytest>=8", "ruff>=0.6", "scipy>=1.10"]},
 )
