@@ -74,10 +74,16 @@ def export_all(
     )
     paths = {"saved_model": version_dir}
     if tflite:
-        z_mean, _ = model.encode(images.astype(np.float32) / 255.0)
+        labels = None
+        if model.num_classes:  # calibration only needs typical latents: cycle the classes
+            labels = np.arange(len(images)) % model.num_classes
+        z_mean, _ = model.encode(images.astype(np.float32) / 255.0, labels=labels)
         # Versioned like the SavedModel it was converted from: never overwritten.
         version = os.path.basename(version_dir)
         paths["tflite"] = tflite_lib.export_tflite(
-            version_dir, os.path.join(out_dir, "tflite", model_name, version), z_mean.numpy()
+            version_dir,
+            os.path.join(out_dir, "tflite", model_name, version),
+            z_mean.numpy(),
+            model.num_classes,
         )
     return paths

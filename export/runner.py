@@ -85,6 +85,11 @@ def check_inputs(spec: SignatureSpec, inputs: dict) -> dict:
             )
         if shape and value.shape[0] == 0:
             raise ValueError(f"Input {name!r} of signature {spec.name!r} is an empty batch.")
+        if name == "labels" and value.size and value.min() < 0:
+            raise ValueError(
+                f"Input 'labels' of signature {spec.name!r} must hold class indices >= 0. "
+                f"Received: {int(value.min())}"
+            )
         if np.issubdtype(want, np.floating) and not np.isfinite(value).all():
             raise ValueError(f"Input {name!r} of signature {spec.name!r} contains NaN or inf.")
         if not shape and not 1 <= int(value) <= MAX_GENERATE_COUNT:

@@ -54,7 +54,7 @@ def example_inputs(model, images: np.ndarray) -> dict:
     """One small, real input batch per signature (for warm-up and checks)."""
     images = np.asarray(images[:2], dtype=np.uint8)
     z = np.random.default_rng(0).standard_normal((2, model.latent_dim)).astype(np.float32)
-    return {
+    inputs = {
         "serving_default": {"images": images},
         "decode": {"z": z},
         "reconstruct": {"images": images},
@@ -62,6 +62,12 @@ def example_inputs(model, images: np.ndarray) -> dict:
         "generate_from_noise": {"noise": z},
         "score": {"images": images},
     }
+    if model.num_classes:
+        labels = np.arange(2, dtype=np.int32) % model.num_classes
+        inputs["generate"] = {}
+        for tensors in inputs.values():
+            tensors["labels"] = labels
+    return inputs
 
 
 def write_warmup_requests(path: str, model_name: str, inputs: dict) -> None:

@@ -13,6 +13,9 @@ op with no seed, so every fresh load draws new samples.
 | `generate` | `count` int32 scalar | `images`, `z` |
 | `generate_from_noise` | `noise` float32 (batch, latent), N(0, I) | `images`, `z` |
 | `score` | `images` uint8 | `negative_elbo`, `reconstruction`, `kl` (nats, deterministic) |
+
+A conditional model's signatures also take `labels` (int32, one per image);
+its `generate` takes `labels` instead of `count` (one image per label).
 """
 
 from __future__ import annotations
@@ -44,8 +47,12 @@ def signature_functions(model) -> dict:
     images_spec = keras.InputSpec(shape=(None, *model.image_shape), dtype="uint8")
     latent_spec = keras.InputSpec(shape=(None, model.latent_dim), dtype="float32")
 
-    def encode(images):
-        z_mean, z_log_var = model.encode(_to_unit_interval(images))
+    labels_spec = keras.InputSpec(shape=(None,), dtype="int32")
+
+    # `labels` is None for an unconditional model; a conditional one's
+    # signatures take it as a second input (one int32 class per image).
+    def encode(images, labels=None):
+        z_mean, z_log_var = model.encode(_to_unit_interval(images), labels=labels)
         noise = tf.random.normal(tf.shape(z_mean))
         return {
             "z_mean": z_mean,
@@ -53,27 +60,40 @@ def signature_functions(model) -> dict:
             "z": z_mean + tf.exp(0.5 * z_log_var) * noise,
         }
 
-    def decode(z):
-        return model.decode(z)
+    def decode(z, labels=None):
+        return model.decode(z, labels=labels)
 
-    def reconstruct(images):
-        return {"reconstruction": model.reconstruct(_to_unit_interval(images))}
+    def reconstruct(images, labels=None):
+        return {"reconstruction": model.reconstruct(_to_unit_interval(images), labels)}
 
-    def generate_from_noise(noise):
+    def generate_from_noise(noise, labels=None):
         z = noise  # The standard normal prior: z is the noise itself.
-        return {"images": model.decode(z)["mean"], "z": z}
+        return {"images": model.decode(z, labels=labels)["mean"], "z": z}
 
     def generate(count):
         return generate_from_noise(tf.random.normal(tf.stack([count, model.latent_dim])))
 
-    def score(images):
-        terms = model.negative_elbo(_to_unit_interval(images), sample=False)
+    def generate_for_labels(labels):
+        noise = tf.random.normal(tf.stack([tf.size(labels), model.latent_dim]))
+        return generate_from_noise(noise, labels)
+
+    def score(images, labels=None):
+        terms = model.negative_elbo(_to_unit_interval(images), sample=False, labels=labels)
         return {
             "negative_elbo": terms["loss"],
             "reconstruction": terms["reconstruction"],
             "kl": terms["kl"],
         }
 
+    if model.num_classes:
+        return {
+            "serving_default": (encode, [images_spec, labels_spec]),
+            "decode": (decode, [latent_spec, labels_spec]),
+            "reconstruct": (reconstruct, [images_spec, labels_spec]),
+            "generate": (generate_for_labels, [labels_spec]),
+            "generate_from_noise": (generate_from_noise, [latent_spec, labels_spec]),
+            "score": (score, [images_spec, labels_spec]),
+        }
     return {
         "serving_default": (encode, [images_spec]),
         "decode": (decode, [latent_spec]),

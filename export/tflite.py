@@ -42,7 +42,9 @@ def _write(path, content: bytes) -> str:
     return path
 
 
-def export_tflite(saved_model_dir: str, out_dir: str, calibration_z: np.ndarray) -> dict:
+def export_tflite(
+    saved_model_dir: str, out_dir: str, calibration_z: np.ndarray, num_classes: int = 0
+) -> dict:
     """Converts a SavedModel version to the three `.tflite` files.
 
     Args:
@@ -50,6 +52,8 @@ def export_tflite(saved_model_dir: str, out_dir: str, calibration_z: np.ndarray)
         out_dir: str. Where the files go.
         calibration_z: float32 `(n, latent_dim)`: posterior means of real
             images, the int8 decoder's calibration data.
+        num_classes: int. A conditional model's class count (labels cycle
+            through the classes during calibration); 0 otherwise.
 
     Returns:
         dict: `float32`, `float16`, `int8_decoder` -> path.
@@ -66,9 +70,10 @@ def export_tflite(saved_model_dir: str, out_dir: str, calibration_z: np.ndarray)
 
         def representative_dataset():
             # (signature, inputs) pairs: each signature is calibrated on its own.
-            for z in np.asarray(calibration_z, np.float32)[:CALIBRATION_SIZE]:
-                yield "decode", {"z": z[None]}
-                yield "generate_from_noise", {"noise": z[None]}
+            for i, z in enumerate(np.asarray(calibration_z, np.float32)[:CALIBRATION_SIZE]):
+                extra = {"labels": np.array([i % num_classes], np.int32)} if num_classes else {}
+                yield "decode", {"z": z[None], **extra}
+                yield "generate_from_noise", {"noise": z[None], **extra}
 
         converter.representative_dataset = representative_dataset
 

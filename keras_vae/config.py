@@ -47,6 +47,9 @@ class TrainConfig:
     prior_components: int | None = _field(
         None, "Components of a mixture or vamp prior (default: 10 and 50)."
     )
+    conditional: bool = _field(
+        False, "Condition encoder and decoder on the dataset's labels (generate chosen classes)."
+    )
     beta: float = _field(1.0, "Weight of the KL term in the training objective.")
     objective: str = _field(
         "elbo",

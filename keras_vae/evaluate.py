@@ -41,8 +41,10 @@ def _check_num_samples(num_samples):
         )
 
 
-def importance_weighted_nll(model, images, num_samples: int, chunk: int = DEFAULT_CHUNK):
-    """-L_K per image (nats), `(batch,)`, with K = `num_samples`."""
+def importance_weighted_nll(
+    model, images, num_samples: int, chunk: int = DEFAULT_CHUNK, labels=None
+):
+    """-L_K per image (nats), `(batch,)`, with K = `num_samples`; -log p(x|y) with labels."""
     _check_num_samples(num_samples)
     batch = int(images.shape[0])
     per_chunk = max(1, min(num_samples, chunk // max(batch, 1)))
@@ -51,7 +53,7 @@ def importance_weighted_nll(model, images, num_samples: int, chunk: int = DEFAUL
     done = 0
     while done < num_samples:
         k = min(per_chunk, num_samples - done)
-        weights = step(images, tf.constant(k))
+        weights = step(images, tf.constant(k), labels)
         total = tf.reduce_logsumexp(tf.stack([total, tf.reduce_logsumexp(weights, axis=0)]), axis=0)
         done += k
     return -(total - math.log(num_samples))
@@ -61,16 +63,20 @@ def _compiled_weights(model):
     # One traced function per model (the sample count is a tensor: no retrace).
     if not hasattr(model, "_iw_function"):
         model._iw_function = tf.function(
-            lambda images, k: model.log_importance_weights(images, k), reduce_retracing=True
+            lambda images, k, labels: model.log_importance_weights(images, k, labels),
+            reduce_retracing=True,
         )
     return model._iw_function
 
 
-def posterior_statistics(model, images, batch_size=500):
+def posterior_statistics(model, images, batch_size=500, labels=None):
     """Posterior means `(n, latent)` and KL to N(0, I) per dimension `(n, latent)`."""
     means, kls = [], []
     for start in range(0, len(images), batch_size):
-        mean, log_var = model.encode(tf.constant(images[start : start + batch_size], tf.float32))
+        batch_labels = None if labels is None else labels[start : start + batch_size]
+        mean, log_var = model.encode(
+            tf.constant(images[start : start + batch_size], tf.float32), labels=batch_labels
+        )
         means.append(mean.numpy())
         kls.append((0.5 * (tf.exp(log_var) + mean**2 - 1.0 - log_var)).numpy())
     return np.concatenate(means), np.concatenate(kls)
@@ -81,8 +87,12 @@ def active_units(means, threshold=ACTIVE_UNIT_THRESHOLD):
     return np.var(means, axis=0) > threshold
 
 
-def evaluate(model, images, iw_samples=1000, batch_size=100, chunk=DEFAULT_CHUNK, verbose=1):
+def evaluate(
+    model, images, iw_samples=1000, batch_size=100, chunk=DEFAULT_CHUNK, verbose=1, labels=None
+):
     """The paper metrics on `images` (float32 in the model's input range).
+
+    A conditional model needs `labels` and is evaluated on log p(x | label).
 
     Returns:
         dict with `negative_elbo_nats` (analytic KL, one posterior sample),
@@ -97,10 +107,13 @@ def evaluate(model, images, iw_samples=1000, batch_size=100, chunk=DEFAULT_CHUNK
     elbo, iw = [], []
     for first in range(0, len(images), batch_size):
         batch = tf.constant(images[first : first + batch_size], tf.float32)
-        elbo.append(model.negative_elbo(batch, sample=True)["loss"].numpy())
-        iw.append(importance_weighted_nll(model, batch, iw_samples, chunk).numpy())
+        batch_labels = None
+        if labels is not None and model.num_classes:
+            batch_labels = tf.constant(labels[first : first + batch_size], tf.int32)
+        elbo.append(model.negative_elbo(batch, sample=True, labels=batch_labels)["loss"].numpy())
+        iw.append(importance_weighted_nll(model, batch, iw_samples, chunk, batch_labels).numpy())
         progress.add(int(batch.shape[0]), [("iw_nll", float(np.mean(np.concatenate(iw))))])
-    means, kls = posterior_statistics(model, images)
+    means, kls = posterior_statistics(model, images, labels=labels if model.num_classes else None)
     iw_nll = float(np.mean(np.concatenate(iw)))
     dims = int(np.prod(images.shape[1:]))
     return {
@@ -152,8 +165,8 @@ def evaluate_run(run_dir, iw_samples=1000, batch_size=100, max_images=None) -> d
         )
     config = TrainConfig.from_json_file(os.path.join(run_dir, training.CONFIG_FILE))
     model = keras.models.load_model(model_file)
-    images = training.load_test_images(config, max_images)
-    result = evaluate(model, images, iw_samples, batch_size)
+    images, labels = training.load_test_images(config, max_images, with_labels=True)
+    result = evaluate(model, images, iw_samples, batch_size, labels=labels)
     result["split"] = config.test_split
     training.update_metrics(run_dir, {"evaluation": result})
     return result

@@ -41,11 +41,16 @@ def num_downsamplings(image_shape: tuple[int, int, int]) -> int:
 
 
 def build_encoder(
-    image_shape: tuple[int, int, int], latent_dim: int, base_filters: int = 32
+    image_shape: tuple[int, int, int],
+    latent_dim: int,
+    base_filters: int = 32,
+    num_classes: int = 0,
 ) -> keras.Model:
     """Images `(batch, H, W, C)` in [0, 1] -> `(batch, 2 * latent_dim)`.
 
     The output holds the posterior mean and the raw log-variance, in that order.
+    With `num_classes`, a second input, the one-hot label, joins the image
+    features before the last layer.
     """
     stages = num_downsamplings(image_shape)
     inputs = keras.Input(shape=image_shape, name="image")
@@ -55,6 +60,10 @@ def build_encoder(
             base_filters * 2**i, 3, strides=2, padding="same", activation="relu"
         )(x)
     x = keras.layers.Flatten()(x)
+    if num_classes:
+        label = keras.Input(shape=(num_classes,), name="label")
+        x = keras.layers.Concatenate()([x, label])
+        inputs = [inputs, label]
     outputs = keras.layers.Dense(2 * latent_dim, name="posterior_params")(x)
     return keras.Model(inputs, outputs, name="encoder")
 
@@ -64,16 +73,23 @@ def build_decoder(
     latent_dim: int,
     params_per_channel: int = 1,
     base_filters: int = 32,
+    num_classes: int = 0,
 ) -> keras.Model:
     """Latents `(batch, latent_dim)` -> likelihood parameters.
 
     The output is `(batch, H, W, C * params_per_channel)`, unconstrained.
+    With `num_classes`, the one-hot label is a second input, joined to z.
     """
     stages = num_downsamplings(image_shape)
     height, width, channels = image_shape
     side_h, side_w = height // 2**stages, width // 2**stages
     inputs = keras.Input(shape=(latent_dim,), name="z")
-    x = keras.layers.Dense(side_h * side_w * base_filters, activation="relu")(inputs)
+    x = inputs
+    if num_classes:
+        label = keras.Input(shape=(num_classes,), name="label")
+        x = keras.layers.Concatenate()([inputs, label])
+        inputs = [inputs, label]
+    x = keras.layers.Dense(side_h * side_w * base_filters, activation="relu")(x)
     x = keras.layers.Reshape((side_h, side_w, base_filters))(x)
     for i in reversed(range(stages)):
         x = keras.layers.Conv2DTranspose(

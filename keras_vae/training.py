@@ -118,7 +118,17 @@ def load_datasets(config: TrainConfig, strategy=None):
     test_raw, _ = data.load(config.dataset, config.test_split, config.data_dir, config.download)
     image_shape = data.output_image_shape(info, config.image_size)
     networks.num_downsamplings(image_shape)  # Fail now, not after loading a model.
-    common = dict(image_size=config.image_size, seed=config.seed, binarize=config.binarize)
+    if config.conditional and not info.class_names:
+        raise ValueError(
+            f"`--conditional` needs labels, and dataset {config.dataset!r} has no class "
+            "label feature. Drop --conditional or choose a labelled dataset."
+        )
+    common = dict(
+        image_size=config.image_size,
+        seed=config.seed,
+        binarize=config.binarize,
+        with_labels=config.conditional,
+    )
     steps_per_epoch = None
     if strategy is not None and distribute.is_multi_worker(strategy):
         workers = distribute.describe(strategy)["workers"]
@@ -183,13 +193,24 @@ def load_uint8_images(config: TrainConfig, count: int):
     )
 
 
-def load_test_images(config: TrainConfig, max_images: int | None = None) -> np.ndarray:
-    """Every test image (or the first `max_images`) as the model sees them."""
-    test_raw, _ = data.load(config.dataset, config.test_split, config.data_dir, config.download)
+def load_test_images(config: TrainConfig, max_images: int | None = None, with_labels=False):
+    """Every test image (or the first `max_images`) as the model sees them.
+
+    With `with_labels`, returns `(images, labels)`; labels are None for a
+    dataset without a label feature.
+    """
+    test_raw, info = data.load(config.dataset, config.test_split, config.data_dir, config.download)
     if max_images:
         test_raw = test_raw.take(max_images)
-    batches = data.pipeline(test_raw, 1000, cache=False, **_test_pipeline_args(config))
-    return np.concatenate([b.numpy() for b in batches])
+    labelled = with_labels and bool(info.class_names)
+    batches = data.pipeline(
+        test_raw, 1000, cache=False, with_labels=labelled, **_test_pipeline_args(config)
+    )
+    if not labelled:
+        images = np.concatenate([b.numpy() for b in batches])
+        return (images, None) if with_labels else images
+    pairs = [(x.numpy(), y.numpy()) for x, y in batches]
+    return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
 
 
 def update_metrics(run_dir: str, updates: dict) -> dict:
@@ -230,7 +251,9 @@ def load_shifted_images(config: TrainConfig, name: str, count: int, image_shape)
     return images
 
 
-def build_model(config: TrainConfig, image_shape, steps_per_epoch: int = 1) -> VAE:
+def build_model(
+    config: TrainConfig, image_shape, steps_per_epoch: int = 1, num_classes: int = 0
+) -> VAE:
     model = VAE(
         image_shape=image_shape,
         latent_dim=config.latent_dim,
@@ -244,6 +267,7 @@ def build_model(config: TrainConfig, image_shape, steps_per_epoch: int = 1) -> V
         kl_warmup_steps=round(config.kl_warmup_epochs * steps_per_epoch),
         free_bits=config.free_bits,
         prior_components=config.prior_components,
+        num_classes=num_classes,
     )
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm),
@@ -318,7 +342,8 @@ def train(config: TrainConfig) -> dict:
         print("Note: --jit-compile is off for multi-replica training on CPUs.")
         config = dataclasses.replace(config, jit_compile=False)
     with strategy.scope():
-        model = build_model(config, image_shape, epoch_steps)
+        num_classes = info.num_classes if config.conditional else 0
+        model = build_model(config, image_shape, epoch_steps, num_classes)
     picture_data = visualize.run_picture_data(
         model, run_dir, examples, shifted, config.shifted_dataset, config.num_images
     )
@@ -400,9 +425,8 @@ def train(config: TrainConfig) -> dict:
         from keras_vae import evaluate
 
         print(f"Importance-weighted bound, K={config.iw_samples}, on the test split:")
-        metrics["evaluation"] = evaluate.evaluate(
-            model, load_test_images(config), config.iw_samples
-        )
+        images, labels = load_test_images(config, with_labels=True)
+        metrics["evaluation"] = evaluate.evaluate(model, images, config.iw_samples, labels=labels)
         metrics["evaluation"]["split"] = config.test_split
     metrics["pictures"] = visualize.write_pictures(picture_data, run_dir)
     _write_json(os.path.join(run_dir, METRICS_FILE), metrics)

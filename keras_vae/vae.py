@@ -70,6 +70,10 @@ class VAE(keras.Model):
             0 turns it off. Defaults to `0.0`.
         prior_components: int or None. Components of a mixture prior
             (`mixture`, `vamp`); None keeps the prior's default (10 and 50).
+        num_classes: int. With N > 0 the VAE is conditional (Sohn et al.
+            2015): encoder and decoder also take a label in [0, N), so that
+            `sample_prior(labels=...)` draws items of chosen classes. Every
+            method then needs `labels`. Defaults to `0`.
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class VAE(keras.Model):
         kl_warmup_steps=0,
         free_bits=0.0,
         prior_components=None,
+        num_classes=0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -99,6 +104,12 @@ class VAE(keras.Model):
                 "Invalid value received for `iw_k`, `kl_warmup_steps` or `free_bits`. "
                 "Expected iw_k >= 1, kl_warmup_steps >= 0 and free_bits >= 0. Received: "
                 f"iw_k={iw_k}, kl_warmup_steps={kl_warmup_steps}, free_bits={free_bits}"
+            )
+        if int(num_classes) < 0 or (int(num_classes) and prior == "vamp"):
+            raise ValueError(
+                "Invalid value received for argument `num_classes`. Expected an integer "
+                ">= 0, and no VampPrior for a conditional model. Received: "
+                f"num_classes={num_classes}, prior={prior!r}"
             )
         if float(free_bits) > 0 and prior != "standard_normal":
             raise ValueError(
@@ -128,15 +139,19 @@ class VAE(keras.Model):
         self.kl_warmup_steps = int(kl_warmup_steps)
         self.free_bits = float(free_bits)
         self.prior_components = prior_components
+        self.num_classes = int(num_classes)
         self._likelihood = likelihoods.get_likelihood(likelihood)
 
         # === Layers ===
-        self.encoder = networks.build_encoder(self.image_shape, self.latent_dim, self.base_filters)
+        self.encoder = networks.build_encoder(
+            self.image_shape, self.latent_dim, self.base_filters, self.num_classes
+        )
         self.decoder = networks.build_decoder(
             self.image_shape,
             self.latent_dim,
             self._likelihood.params_per_channel,
             self.base_filters,
+            self.num_classes,
         )
         self.prior_layer = priors.get_prior(
             prior, self.latent_dim, self.image_shape, prior_components
@@ -156,12 +171,41 @@ class VAE(keras.Model):
 
     # --- distributions ---------------------------------------------------
 
-    def encode(self, images, training=False):
+    def one_hot(self, labels):
+        """Labels -> one-hot `(batch, num_classes)`, or None for an unconditional VAE.
+
+        Raises:
+            ValueError: a conditional VAE without labels, or (eagerly) a label
+                outside [0, num_classes).
+        """
+        if not self.num_classes:
+            return None
+        if labels is None:
+            raise ValueError(
+                f"This VAE is conditional (num_classes={self.num_classes}): pass `labels`, "
+                "integers in [0, num_classes), one per image."
+            )
+        labels = tf.cast(labels, tf.int32)
+        if tf.executing_eagerly() and tf.size(labels) > 0:
+            low, high = int(tf.reduce_min(labels)), int(tf.reduce_max(labels))
+            if low < 0 or high >= self.num_classes:
+                raise ValueError(
+                    f"Label out of range: expected integers in [0, {self.num_classes}). "
+                    f"Received: labels from {low} to {high}"
+                )
+        return tf.one_hot(labels, self.num_classes)
+
+    def _with_condition(self, tensor, one_hot):
+        # Keras refuses a list that mixes numpy arrays and tensors.
+        return tensor if one_hot is None else [tf.convert_to_tensor(tensor), one_hot]
+
+    def encode(self, images, training=False, labels=None):
         """Images `(batch, H, W, C)` in [0, 1] -> posterior `(mean, log_var)`.
 
         Both are float32 `(batch, latent_dim)`, whatever the compute dtype.
         """
-        params = tf.cast(self.encoder(images, training=training), tf.float32)
+        inputs = self._with_condition(images, self.one_hot(labels))
+        params = tf.cast(self.encoder(inputs, training=training), tf.float32)
         mean, raw_log_var = tf.split(params, 2, axis=-1)
         log_var = tf.clip_by_value(raw_log_var, LOG_VAR_MIN, LOG_VAR_MAX)
         return mean, log_var
@@ -173,17 +217,19 @@ class VAE(keras.Model):
     def prior_distribution(self) -> tfd.Distribution:
         return self.prior_layer.distribution()
 
-    def likelihood_distribution(self, z, training=False) -> tfd.Distribution:
+    def likelihood_distribution(self, z, training=False, labels=None) -> tfd.Distribution:
         """p(x|z): a TFP distribution with event shape `image_shape`."""
-        return self._likelihood.distribution(self.decoder(z, training=training))
+        inputs = self._with_condition(z, self.one_hot(labels))
+        return self._likelihood.distribution(self.decoder(inputs, training=training))
 
-    def decode(self, z, training=False) -> dict:
+    def decode(self, z, training=False, labels=None) -> dict:
         """Latents `(batch, latent_dim)` -> `{"mean", "logits"}`.
 
         `mean` is the likelihood's pixel mean (probabilities for Bernoulli),
         `logits` the decoder's raw likelihood parameters, both float32.
         """
-        params = tf.cast(self.decoder(z, training=training), tf.float32)
+        inputs = self._with_condition(z, self.one_hot(labels))
+        params = tf.cast(self.decoder(inputs, training=training), tf.float32)
         return {"mean": self._likelihood.distribution(params).mean(), "logits": params}
 
     def kl_divergence(self, posterior, z):
@@ -203,7 +249,7 @@ class VAE(keras.Model):
 
     # --- per-image quantities used by training, evaluation and export -----
 
-    def negative_elbo(self, images, sample=True, training=False) -> dict:
+    def negative_elbo(self, images, sample=True, training=False, labels=None) -> dict:
         """Per-image negative ELBO and its two terms, in nats.
 
         Args:
@@ -213,35 +259,43 @@ class VAE(keras.Model):
                 the result deterministic (the anomaly score). Defaults to
                 `True`.
             training: bool. Passed to the networks.
+            labels: int `(batch,)`; required by a conditional VAE.
 
         Returns:
             dict of float32 `(batch,)` tensors: `loss`, `reconstruction`, `kl`.
         """
         images = tf.cast(images, tf.float32)
-        mean, log_var = self.encode(images, training=training)
+        mean, log_var = self.encode(images, training, labels)
         posterior = self.posterior(mean, log_var)
         z = posterior.sample(seed=self.next_seed()) if sample else mean
-        reconstruction = -self.likelihood_distribution(z, training).log_prob(images)
+        reconstruction = -self.likelihood_distribution(z, training, labels).log_prob(images)
         kl = self.kl_divergence(posterior, z)
         terms = {"loss": reconstruction + kl, "reconstruction": reconstruction, "kl": kl}
         if self.free_bits:  # closed form against N(0, I), per dimension
             terms["kl_per_dim"] = 0.5 * (tf.exp(log_var) + mean**2 - 1.0 - log_var)
         return terms
 
-    def reconstruct(self, images):
+    def reconstruct(self, images, labels=None):
         """Images -> the likelihood mean decoded from the posterior mean."""
-        mean, _ = self.encode(images)
-        return self.decode(mean)["mean"]
+        mean, _ = self.encode(images, labels=labels)
+        return self.decode(mean, labels=labels)["mean"]
 
-    def sample_prior(self, num_samples: int):
-        """`num_samples` latents from the prior and their decoded means."""
+    def sample_prior(self, num_samples: int | None = None, labels=None):
+        """Latents from the prior and their decoded means.
+
+        An unconditional VAE draws `num_samples`; a conditional one draws one
+        item per entry of `labels` ("new ankle boots": `labels=[9] * 16`).
+        """
+        if self.num_classes and labels is not None:
+            num_samples = int(tf.size(labels))
         z = self.prior_distribution().sample(num_samples, seed=self.next_seed())
-        return {"z": z, "images": self.decode(z)["mean"]}
+        return {"z": z, "images": self.decode(z, labels=labels)["mean"]}
 
-    def call(self, images, training=False):
-        """Returns the reconstruction (a tensor, never a distribution)."""
-        mean, _ = self.encode(images, training=training)
-        return self.decode(mean, training=training)["mean"]
+    def call(self, inputs, training=False):
+        """Images, or `(images, labels)` -> the reconstruction (a tensor)."""
+        images, labels = _split(inputs)
+        mean, _ = self.encode(images, training, labels)
+        return self.decode(mean, training, labels)["mean"]
 
     # --- Keras training loop ---------------------------------------------
 
@@ -266,13 +320,13 @@ class VAE(keras.Model):
         progress = tf.cast(self.optimizer.iterations, tf.float32) / self.kl_warmup_steps
         return self.beta * tf.minimum(1.0, progress)
 
-    def log_importance_weights(self, images, num_samples):
+    def log_importance_weights(self, images, num_samples, labels=None):
         """log p(x|z_k) + log p(z_k) - log q(z_k|x) for k samples: `(k, batch)`."""
         images = tf.cast(images, tf.float32)
-        mean, log_var = self.encode(images, training=False)
-        return self._log_weights(images, mean, log_var, num_samples)
+        mean, log_var = self.encode(images, False, labels)
+        return self._log_weights(images, mean, log_var, num_samples, labels=labels)
 
-    def _log_weights(self, images, mean, log_var, num_samples, training=False):
+    def _log_weights(self, images, mean, log_var, num_samples, training=False, labels=None):
         posterior = self.posterior(mean, log_var)
         z = posterior.sample(num_samples, seed=self.next_seed())  # (k, batch, latent)
         flat = tf.reshape(z, [-1, self.latent_dim])  # (k * batch, latent)
@@ -280,16 +334,18 @@ class VAE(keras.Model):
             tf.broadcast_to(images[None], tf.concat([[num_samples], tf.shape(images)], 0)),
             tf.concat([[-1], tf.shape(images)[1:]], 0),
         )
-        log_px = self.likelihood_distribution(flat, training).log_prob(tiled)
+        if labels is not None:  # the same label for each of an image's k samples
+            labels = tf.reshape(tf.tile(tf.reshape(labels, [1, -1]), [num_samples, 1]), [-1])
+        log_px = self.likelihood_distribution(flat, training, labels).log_prob(tiled)
         log_px = tf.reshape(log_px, [num_samples, -1])
         return log_px + self.prior_distribution().log_prob(z) - posterior.log_prob(z)
 
-    def _objective(self, images, terms):
+    def _objective(self, images, terms, labels=None):
         """Per-example training objective (nats) for the configured options."""
         if self.objective == "iwae":
             images = tf.cast(images, tf.float32)
-            mean, log_var = self.encode(images, training=True)
-            weights = self._log_weights(images, mean, log_var, self.iw_k, training=True)
+            mean, log_var = self.encode(images, True, labels)
+            weights = self._log_weights(images, mean, log_var, self.iw_k, True, labels)
             return -(tf.reduce_logsumexp(weights, axis=0) - tf.math.log(float(self.iw_k)))
         kl = terms["kl"]
         if self.free_bits:
@@ -299,10 +355,10 @@ class VAE(keras.Model):
         return terms["reconstruction"] + self.kl_weight() * kl
 
     def train_step(self, data):
-        images = _images(data)
+        images, labels = _split(data)
         with tf.GradientTape() as tape:
-            terms = self.negative_elbo(images, sample=True, training=True)
-            objective = self._objective(images, terms)
+            terms = self.negative_elbo(images, sample=True, training=True, labels=labels)
+            objective = self._objective(images, terms, labels)
             # Mean over the *global* batch: Keras sums gradients over replicas.
             loss = tf.nn.compute_average_loss(objective)
             scaled_loss = self.optimizer.scale_loss(loss)
@@ -311,7 +367,8 @@ class VAE(keras.Model):
         return self._update_metrics(terms)
 
     def test_step(self, data):
-        return self._update_metrics(self.negative_elbo(_images(data), sample=True))
+        images, labels = _split(data)
+        return self._update_metrics(self.negative_elbo(images, sample=True, labels=labels))
 
     def get_config(self):
         return {
@@ -328,13 +385,14 @@ class VAE(keras.Model):
             "kl_warmup_steps": self.kl_warmup_steps,
             "free_bits": self.free_bits,
             "prior_components": self.prior_components,
+            "num_classes": self.num_classes,
         }
 
 
-def _images(data):
-    """The images of a batch that is images, (images, labels) or a dict."""
+def _split(data):
+    """(images, labels or None) of a batch: images, (images, labels) or a dict."""
     if isinstance(data, dict):
-        return data["image"]
+        return data["image"], data.get("label")
     if isinstance(data, (tuple, list)):
-        return data[0]
-    return data
+        return data[0], (data[1] if len(data) > 1 else None)
+    return data, None

@@ -125,57 +125,74 @@ def save_png(path: str, image: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+SAMPLES_PER_CLASS = 8
+
+
 def sample_grid(model, num_images: int) -> np.ndarray:
+    """Prior samples; for a conditional model, one row of samples per class."""
+    if model.num_classes:
+        labels = np.repeat(np.arange(model.num_classes), SAMPLES_PER_CLASS)
+        images = model.sample_prior(labels=labels)["images"].numpy()
+        return image_grid(images, columns=SAMPLES_PER_CLASS)
     return image_grid(model.sample_prior(num_images)["images"].numpy())
 
 
-def reconstruction_grid(model, images) -> np.ndarray:
+def reconstruction_grid(model, images, labels=None) -> np.ndarray:
     images = np.asarray(images, dtype=np.float32)
-    recon = model.reconstruct(images).numpy()
+    recon = model.reconstruct(images, labels).numpy()
     pairs = np.stack([images, recon], axis=1).reshape((-1,) + images.shape[1:])
     return image_grid(pairs, columns=2 * math.ceil(math.sqrt(len(images) / 2)))
 
 
-def kl_per_dimension(model, images) -> np.ndarray:
+def kl_per_dimension(model, images, labels=None) -> np.ndarray:
     """Mean KL(q(z_d|x) || N(0, 1)) per latent dimension, nats, `(latent_dim,)`."""
-    means, log_vars = _posterior_params(model, images)
+    means, log_vars = _posterior_params(model, images, labels)
     return np.mean(0.5 * (np.exp(log_vars) + means**2 - 1.0 - log_vars), axis=0)
 
 
-def _posterior_params(model, images, batch_size=500):
+def _posterior_params(model, images, labels=None, batch_size=500):
     means, log_vars = [], []
     for start in range(0, len(images), batch_size):
-        mean, log_var = model.encode(np.asarray(images[start : start + batch_size], np.float32))
+        batch_labels = None if labels is None else labels[start : start + batch_size]
+        mean, log_var = model.encode(
+            np.asarray(images[start : start + batch_size], np.float32), labels=batch_labels
+        )
         means.append(mean.numpy())
         log_vars.append(log_var.numpy())
     return np.concatenate(means), np.concatenate(log_vars)
 
 
-def traversal_grid(model, images, num_dims: int, steps: int = TRAVERSAL_STEPS):
+def traversal_grid(model, images, num_dims: int, steps: int = TRAVERSAL_STEPS, labels=None):
     """One row per most-active dimension; returns `(grid, dims)`."""
     if not 1 <= num_dims <= model.latent_dim:
         raise ValueError(
             f"Invalid number of traversal dimensions: {num_dims}. Expected 1 to the "
             f"latent size, {model.latent_dim}. Received: traversal_dims={num_dims}"
         )
-    dims = np.argsort(-kl_per_dimension(model, images))[:num_dims]
-    center, _ = _posterior_params(model, images[:1])
+    dims = np.argsort(-kl_per_dimension(model, images, labels))[:num_dims]
+    first = None if labels is None else labels[:1]
+    center, _ = _posterior_params(model, images[:1], first)
     offsets = np.linspace(-3.0, 3.0, steps, dtype=np.float32)
     z = np.repeat(center, num_dims * steps, axis=0).reshape(num_dims, steps, -1)
     for row, dim in enumerate(dims):
         z[row, :, dim] += offsets  # the prior's standard deviation is 1
-    decoded = model.decode(z.reshape(-1, model.latent_dim))["mean"].numpy()
+    row_labels = None if first is None else np.repeat(first, num_dims * steps)
+    decoded = model.decode(z.reshape(-1, model.latent_dim), labels=row_labels)["mean"].numpy()
     return image_grid(decoded, columns=steps), [int(d) for d in dims]
 
 
-def interpolation_grid(model, images, pairs: int = 6, steps: int = INTERPOLATION_STEPS):
-    """Rows of [image a, decoded line from a to b, image b]."""
+def interpolation_grid(
+    model, images, pairs: int = 6, steps: int = INTERPOLATION_STEPS, labels=None
+):
+    """Rows of [image a, decoded line from a to b, image b] (decoded with a's label)."""
     pairs = min(pairs, len(images) // 2)
-    means, _ = _posterior_params(model, images[: 2 * pairs])
+    pair_labels = None if labels is None else labels[: 2 * pairs]
+    means, _ = _posterior_params(model, images[: 2 * pairs], pair_labels)
     a, b = means[0::2], means[1::2]
     t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[None, :, None]
     z = (1.0 - t) * a[:, None] + t * b[:, None]
-    decoded = model.decode(z.reshape(-1, model.latent_dim))["mean"].numpy()
+    line_labels = None if labels is None else np.repeat(pair_labels[0::2], steps)
+    decoded = model.decode(z.reshape(-1, model.latent_dim), labels=line_labels)["mean"].numpy()
     decoded = decoded.reshape(pairs, steps, *decoded.shape[1:])
     rows = np.concatenate(
         [images[0 : 2 * pairs : 2, None], decoded, images[1 : 2 * pairs : 2, None]], axis=1
@@ -184,6 +201,8 @@ def interpolation_grid(model, images, pairs: int = 6, steps: int = INTERPOLATION
 
 
 def manifold_grid(model, n: int = 20) -> np.ndarray:
+    if model.num_classes:
+        raise PictureUnavailable("a conditional model has one manifold per class; not drawn")
     if model.latent_dim != 2:
         raise PictureUnavailable(
             f"the manifold needs a 2-D latent space and this model's has "
@@ -222,7 +241,7 @@ def _pyplot():
 
 def latent_space_plot(model, images, labels=None, class_names=()) -> np.ndarray:
     plt = _pyplot()
-    means, _ = _posterior_params(model, images)
+    means, _ = _posterior_params(model, images, labels)
     if means.shape[1] > 2:
         centered = means - means.mean(axis=0)
         _, singular, vt = np.linalg.svd(centered, full_matrices=False)
@@ -302,6 +321,8 @@ def auroc(negatives, positives) -> float:
 def anomaly_plot(model, images, shifted, shifted_name) -> np.ndarray:
     if shifted is None:
         raise PictureUnavailable("no shifted dataset to compare with (pass --shifted-dataset)")
+    if model.num_classes:
+        raise PictureUnavailable("a conditional model's score needs labels for the shifted set")
     plt = _pyplot()
     inside, outside = anomaly_scores(model, images), anomaly_scores(model, shifted)
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -321,14 +342,22 @@ def anomaly_plot(model, images, shifted, shifted_name) -> np.ndarray:
 
 def draw(name: str, data: PictureData):
     """The picture called `name` as a uint8 array, and a caption."""
-    model, images = data.model, data.images
+    model, images, labels = data.model, data.images, data.labels
     if name == "samples":
-        return upscale(sample_grid(model, data.num_images)), "Samples from the prior."
+        caption = "Samples from the prior."
+        if model.num_classes:
+            names = [
+                data.class_names[k] if k < len(data.class_names) else str(k)
+                for k in range(model.num_classes)
+            ]
+            caption = f"Samples from the prior, one row per class: {', '.join(names)}."
+        return upscale(sample_grid(model, data.num_images)), caption
     if name == "reconstructions":
-        grid = reconstruction_grid(model, images[: data.num_images])
+        first = None if labels is None else labels[: data.num_images]
+        grid = reconstruction_grid(model, images[: data.num_images], first)
         return upscale(grid), "Test images (left of each pair) and their reconstructions."
     if name == "traversals":
-        grid, dims = traversal_grid(model, images, data.traversal_dims)
+        grid, dims = traversal_grid(model, images, data.traversal_dims, labels=labels)
         caption = (
             f"Rows: latent dimensions {dims} (most active first), each swept from -3 to +3 "
             "prior standard deviations around the first test image's posterior mean."
@@ -338,7 +367,7 @@ def draw(name: str, data: PictureData):
         caption = (
             "Each row: two test images at the ends, decoded along the line between their latents."
         )
-        return upscale(interpolation_grid(model, images)), caption
+        return upscale(interpolation_grid(model, images, labels=labels)), caption
     if name == "manifold":
         return upscale(manifold_grid(model), 800), "Decoded grid of prior quantiles (5% to 95%)."
     if name == "latent_space":

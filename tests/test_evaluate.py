@@ -44,16 +44,15 @@ class LinearGaussian:
     def prior_distribution(self):
         return tfd.MultivariateNormalDiag(tf.zeros(2), tf.ones(2))
 
-    def likelihood_distribution(self, z, training=False):
+    def likelihood_distribution(self, z, training=False, labels=None):
         return tfd.Independent(tfd.Normal(tf.matmul(z, self.w.T) + self.b, self.s), 1)
 
     def next_seed(self):
         return tf.cast(self.seed_generator.next(), tf.int32)
 
-    def log_importance_weights(self, images, num_samples):
-        return VAE._log_weights(
-            self, tf.cast(images, tf.float32), *self.encode(images), num_samples
-        )
+    def log_importance_weights(self, images, num_samples, labels=None):
+        x = tf.cast(images, tf.float32)
+        return VAE._log_weights(self, x, *self.encode(x), num_samples)
 
     def true_log_likelihood(self, x):
         cov = self.w @ self.w.T + self.s**2 * np.eye(4)
