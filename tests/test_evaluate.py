@@ -118,6 +118,7 @@ def test_literature_protocol_sets_the_flags():
         "train[50000:]",
     )
     assert config.iw_samples == 5000 and config.early_stopping == 20
+    assert TrainConfig(protocol="literature", iw_samples=200).iw_samples == 200
     with pytest.raises(ValueError, match="`--early-stopping` needs `--validation-split`"):
         TrainConfig(early_stopping=3)
     with pytest.raises(ValueError, match="Expected iw_k >= 1"):
