@@ -66,7 +66,7 @@ def calibration_images(args, run_dir, model):
     from keras_vae.config import TrainConfig
 
     config = TrainConfig.from_json_file(os.path.join(run_dir, training.CONFIG_FILE))
-    return training.load_uint8_images(config, CALIBRATION_IMAGES)
+    return training.to_uint8(training.load_test_examples(config, CALIBRATION_IMAGES)[0])
 
 
 def main(argv=None) -> int:

@@ -165,7 +165,7 @@ def evaluate_run(run_dir, iw_samples=1000, batch_size=100, max_images=None) -> d
         )
     config = TrainConfig.from_json_file(os.path.join(run_dir, training.CONFIG_FILE))
     model = keras.models.load_model(model_file)
-    images, labels = training.load_test_images(config, max_images, with_labels=True)
+    images, labels, _ = training.load_test_examples(config, max_images)
     result = evaluate(model, images, iw_samples, batch_size, labels=labels)
     result["split"] = config.test_split
     training.update_metrics(run_dir, {"evaluation": result})

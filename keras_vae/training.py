@@ -172,45 +172,39 @@ def load_datasets(config: TrainConfig, strategy=None):
     return train, test, validation, (steps_per_epoch, fit_steps), info, image_shape
 
 
-def _first_images(raw, count, pipeline_args, with_labels=False):
-    # From a pipeline of their own: reading part of a cached one drops its cache.
-    batches = data.pipeline(
-        raw.take(count), count, cache=False, with_labels=with_labels, **pipeline_args
-    )
-    batch = next(iter(batches))
-    return tuple(t.numpy() for t in batch) if with_labels else batch.numpy()
-
-
 def _test_pipeline_args(config: TrainConfig) -> dict:
     return dict(image_size=config.image_size, seed=config.seed, binarize=_test_binarize(config))
 
 
-def load_uint8_images(config: TrainConfig, count: int):
-    """The first `count` test images as the model sees them, in uint8 (0-255)."""
-    test_raw, _ = data.load(config.dataset, config.test_split, config.data_dir, config.download)
-    return np.round(_first_images(test_raw, count, _test_pipeline_args(config)) * 255).astype(
-        np.uint8
-    )
+def _load_images(config: TrainConfig, dataset: str, split: str, count: int | None):
+    """The first `count` (None: all) images of a split as the model sees them.
 
-
-def load_test_images(config: TrainConfig, max_images: int | None = None, with_labels=False):
-    """Every test image (or the first `max_images`) as the model sees them.
-
-    With `with_labels`, returns `(images, labels)`; labels are None for a
-    dataset without a label feature.
+    Returns float32 images in [0, 1], labels (None without a label feature)
+    and class names. Its own uncached pipeline: reading part of a cached one
+    would drop the cache.
     """
-    test_raw, info = data.load(config.dataset, config.test_split, config.data_dir, config.download)
-    if max_images:
-        test_raw = test_raw.take(max_images)
-    labelled = with_labels and bool(info.class_names)
+    raw, info = data.load(dataset, split, config.data_dir, config.download)
+    if count:
+        raw = raw.take(count)
+    labelled = bool(info.class_names)
     batches = data.pipeline(
-        test_raw, 1000, cache=False, with_labels=labelled, **_test_pipeline_args(config)
+        raw, 1000, cache=False, with_labels=labelled, **_test_pipeline_args(config)
     )
     if not labelled:
-        images = np.concatenate([b.numpy() for b in batches])
-        return (images, None) if with_labels else images
+        return np.concatenate([b.numpy() for b in batches]), None, []
     pairs = [(x.numpy(), y.numpy()) for x, y in batches]
-    return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+    images = np.concatenate([p[0] for p in pairs])
+    return images, np.concatenate([p[1] for p in pairs]), info.class_names
+
+
+def load_test_examples(config: TrainConfig, count: int | None = None):
+    """The first `count` (None: all) test images, their labels or None, class names."""
+    return _load_images(config, config.dataset, config.test_split, count)
+
+
+def to_uint8(images) -> np.ndarray:
+    """[0, 1] float images -> uint8 pixels, the exported signatures' input."""
+    return np.round(np.asarray(images) * 255).astype(np.uint8)
 
 
 def update_metrics(run_dir: str, updates: dict) -> dict:
@@ -225,23 +219,13 @@ def update_metrics(run_dir: str, updates: dict) -> dict:
     return metrics
 
 
-def load_test_examples(config: TrainConfig, count: int):
-    """The first `count` test images (float, [0, 1]), labels or None, class names."""
-    test_raw, info = data.load(config.dataset, config.test_split, config.data_dir, config.download)
-    if not info.class_names:
-        return _first_images(test_raw, count, _test_pipeline_args(config)), None, []
-    images, labels = _first_images(test_raw, count, _test_pipeline_args(config), with_labels=True)
-    return images, labels, info.class_names
-
-
 def load_shifted_images(config: TrainConfig, name: str, count: int, image_shape):
     """Test images of another dataset for the anomaly picture, or None (with a note)."""
     try:
-        raw, _ = data.load(name, "test", config.data_dir, config.download)
+        images, _, _ = _load_images(config, name, "test", count)
     except ValueError as e:
         print(f"Anomaly picture skipped: shifted dataset {name!r} is not available. {e}")
         return None
-    images = _first_images(raw, count, _test_pipeline_args(config))
     if images.shape[1:] != tuple(image_shape):
         print(
             f"Anomaly picture skipped: {name!r} has images of shape {images.shape[1:]}, "
@@ -394,7 +378,8 @@ def train(config: TrainConfig) -> dict:
     elif config.export:
         from export import export_all
 
-        images = load_uint8_images(config, EXPORT_CALIBRATION_IMAGES)
+        # The first picture images are the first test images: no second load.
+        images = to_uint8(examples[0][:EXPORT_CALIBRATION_IMAGES])
         exports = export_all(model, run_dir, config.model_name, images)
         print(f"Exported: {json.dumps(exports)}")
     metrics = {
@@ -425,7 +410,7 @@ def train(config: TrainConfig) -> dict:
         from keras_vae import evaluate
 
         print(f"Importance-weighted bound, K={config.iw_samples}, on the test split:")
-        images, labels = load_test_images(config, with_labels=True)
+        images, labels, _ = load_test_examples(config)
         metrics["evaluation"] = evaluate.evaluate(model, images, config.iw_samples, labels=labels)
         metrics["evaluation"]["split"] = config.test_split
     metrics["pictures"] = visualize.write_pictures(picture_data, run_dir)
