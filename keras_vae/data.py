@@ -14,10 +14,12 @@ TFDS's minutes of download retries on a machine without internet.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import hashlib
 import os
+import shutil
 import tempfile
 import types
 
@@ -103,6 +105,28 @@ def load(
         ValueError: unknown dataset, no image feature, data not available, or
             a missing or corrupted local file.
     """
+    with _tfds_scratch_dir():
+        return _load(name, split, data_dir, download, local_dir)
+
+
+@contextlib.contextmanager
+def _tfds_scratch_dir():
+    """Runs TFDS with a private temporary directory, removed afterwards.
+
+    TFDS builds every builder of an unprepared dataset with a new, never
+    removed `mkdtemp("tfds")` (`DatasetInfo.initialize_from_bucket`): two
+    empty /tmp directories per offline load, thousands over a test suite.
+    """
+    scratch = tempfile.mkdtemp(prefix="keras_vae_tfds_")
+    previous, tempfile.tempdir = tempfile.tempdir, scratch
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _load(name, split, data_dir, download, local_dir):
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as e:

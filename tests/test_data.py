@@ -1,6 +1,7 @@
 import gzip
 import os
 import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -74,7 +75,10 @@ def test_unknown_dataset_and_no_image_feature_fail_fast():
 
 
 def test_real_fashion_mnist_local_copy(fashion_mnist_dir):
+    temp_entries = set(os.listdir(tempfile.gettempdir()))
     ds, info = data.load("fashion_mnist", "test[:100]", data_dir="/nonexistent-tfds-dir")
+    # TFDS's empty mkdtemp("tfds") per unprepared builder is cleaned up.
+    assert set(os.listdir(tempfile.gettempdir())) - temp_entries == set()
     assert info.source == fashion_mnist_dir
     assert info.class_names[9] == "Ankle boot"
     assert ds.element_spec["image"].shape == (28, 28, 1)
