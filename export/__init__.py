@@ -85,5 +85,6 @@ def export_all(
             os.path.join(out_dir, "tflite", model_name, version),
             z_mean.numpy(),
             model.num_classes,
+            model.prior_layer.is_mixture,
         )
     return paths

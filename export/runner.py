@@ -92,6 +92,11 @@ def check_inputs(spec: SignatureSpec, inputs: dict) -> dict:
             )
         if np.issubdtype(want, np.floating) and not np.isfinite(value).all():
             raise ValueError(f"Input {name!r} of signature {spec.name!r} contains NaN or inf.")
+        if name == "uniform" and value.size and (value.min() < 0 or value.max() >= 1):
+            raise ValueError(
+                f"Input 'uniform' of signature {spec.name!r} picks mixture components: "
+                f"values must lie in [0, 1). Received: {value.min()} to {value.max()}"
+            )
         if not shape and not 1 <= int(value) <= MAX_GENERATE_COUNT:
             raise ValueError(
                 f"Input {name!r} of signature {spec.name!r} must be between 1 and "

@@ -62,6 +62,8 @@ def example_inputs(model, images: np.ndarray) -> dict:
         "generate_from_noise": {"noise": z},
         "score": {"images": images},
     }
+    if model.prior_layer.is_mixture:
+        inputs["generate_from_noise"]["uniform"] = np.array([0.25, 0.75], np.float32)
     if model.num_classes:
         labels = np.arange(2, dtype=np.int32) % model.num_classes
         inputs["generate"] = {}

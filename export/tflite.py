@@ -43,7 +43,11 @@ def _write(path, content: bytes) -> str:
 
 
 def export_tflite(
-    saved_model_dir: str, out_dir: str, calibration_z: np.ndarray, num_classes: int = 0
+    saved_model_dir: str,
+    out_dir: str,
+    calibration_z: np.ndarray,
+    num_classes: int = 0,
+    mixture_prior: bool = False,
 ) -> dict:
     """Converts a SavedModel version to the three `.tflite` files.
 
@@ -54,6 +58,8 @@ def export_tflite(
             images, the int8 decoder's calibration data.
         num_classes: int. A conditional model's class count (labels cycle
             through the classes during calibration); 0 otherwise.
+        mixture_prior: bool. The model's `generate_from_noise` also takes
+            `uniform` (a mixture prior's component).
 
     Returns:
         dict: `float32`, `float16`, `int8_decoder` -> path.
@@ -70,9 +76,13 @@ def export_tflite(
 
         def representative_dataset():
             # (signature, inputs) pairs: each signature is calibrated on its own.
-            for i, z in enumerate(np.asarray(calibration_z, np.float32)[:CALIBRATION_SIZE]):
+            latents = np.asarray(calibration_z, np.float32)[:CALIBRATION_SIZE]
+            for i, z in enumerate(latents):
                 extra = {"labels": np.array([i % num_classes], np.int32)} if num_classes else {}
                 yield "decode", {"z": z[None], **extra}
+                if mixture_prior:  # every component, with typical noise
+                    extra["uniform"] = np.array([(i + 0.5) / len(latents)], np.float32)
+                    z = np.random.default_rng(i).standard_normal(z.shape).astype(np.float32)
                 yield "generate_from_noise", {"noise": z[None], **extra}
 
         converter.representative_dataset = representative_dataset

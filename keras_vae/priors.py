@@ -2,7 +2,10 @@
 
 A prior is a Keras layer (so a learned prior owns its weights and saves with
 the model) whose `distribution()` returns a TFP distribution over `(latent_dim,)`
-vectors. Register a new one with `@register_prior("name")` on the class.
+vectors, and whose `from_noise(noise, uniform)` writes a sample as a function
+of standard normal noise (and, for mixtures, a uniform that picks the
+component): the exported signatures sample through it. Register a new one
+with `@register_prior("name")` on the class.
 """
 
 from __future__ import annotations
@@ -70,24 +73,58 @@ class StandardNormalPrior(keras.layers.Layer):
         super().__init__(**kwargs)
         self.latent_dim = latent_dim
 
+    is_mixture = False
+
     def distribution(self) -> tfd.Distribution:
         return tfd.MultivariateNormalDiag(
             loc=tf.zeros([self.latent_dim]), scale_diag=tf.ones([self.latent_dim])
         )
 
+    def from_noise(self, noise, uniform=None):
+        """The reparameterised sample: z is the noise itself."""
+        del uniform
+        return noise
+
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim}
 
 
-def _mixture(logits, locs, scales) -> tfd.Distribution:
-    return tfd.MixtureSameFamily(
-        mixture_distribution=tfd.Categorical(logits=logits),
-        components_distribution=tfd.MultivariateNormalDiag(loc=locs, scale_diag=scales),
-    )
+class _MixturePrior(keras.layers.Layer):
+    """A mixture of diagonal Gaussians given by `mixture_parameters()`."""
+
+    is_mixture = True
+
+    def mixture_parameters(self):
+        """`(logits (K,), locs (K, latent), scales (K, latent))`, float32."""
+        raise NotImplementedError
+
+    def distribution(self) -> tfd.Distribution:
+        logits, locs, scales = self.mixture_parameters()
+        return tfd.MixtureSameFamily(
+            mixture_distribution=tfd.Categorical(logits=logits),
+            components_distribution=tfd.MultivariateNormalDiag(loc=locs, scale_diag=scales),
+        )
+
+    def from_noise(self, noise, uniform):
+        """A prior sample as a function of its randomness (what export uses).
+
+        Args:
+            noise: float32 `(batch, latent)`, standard normal.
+            uniform: float32 `(batch,)` in [0, 1): picks the component by
+                inverting the mixture weights' cumulative distribution.
+
+        Returns:
+            `(z, component)`: `loc_c + scale_c * noise` and the int32 `c`.
+        """
+        logits, locs, scales = self.mixture_parameters()
+        cdf = tf.cumsum(tf.nn.softmax(logits))
+        # Core ops only (no searchsorted), so that the signatures stay TFLite builtins.
+        component = tf.reduce_sum(tf.cast(uniform[:, None] >= cdf[None, :-1], tf.int32), axis=1)
+        return tf.gather(locs, component) + tf.gather(scales, component) * noise, component
 
 
 @register_prior("mixture")
-class MixtureOfGaussiansPrior(keras.layers.Layer):
+class MixtureOfGaussiansPrior(_MixturePrior):
     """A learned mixture of `num_components` diagonal Gaussians.
 
     #### Mathematical details
@@ -115,9 +152,9 @@ class MixtureOfGaussiansPrior(keras.layers.Layer):
         )
         self.built = True
 
-    def distribution(self) -> tfd.Distribution:
+    def mixture_parameters(self):
         scales = tf.nn.softplus(tf.cast(self.raw_scales, tf.float32)) + 1e-4
-        return _mixture(tf.cast(self.logits, tf.float32), tf.cast(self.locs, tf.float32), scales)
+        return tf.cast(self.logits, tf.float32), tf.cast(self.locs, tf.float32), scales
 
     def get_config(self):
         return {
@@ -128,7 +165,7 @@ class MixtureOfGaussiansPrior(keras.layers.Layer):
 
 
 @register_prior("vamp")
-class VampPrior(keras.layers.Layer):
+class VampPrior(_MixturePrior):
     """The VampPrior (Tomczak & Welling 2018): the posterior at learned pseudo-inputs.
 
     #### Mathematical details
@@ -161,12 +198,11 @@ class VampPrior(keras.layers.Layer):
     def pseudo_inputs(self):
         return tf.sigmoid(tf.cast(self.raw_pseudo_inputs, tf.float32))
 
-    def distribution(self) -> tfd.Distribution:
+    def mixture_parameters(self):
         if self._encode is None:
             raise ValueError("VampPrior.bind(encode) must be called before use.")
         mean, log_var = self._encode(self.pseudo_inputs())
-        logits = tf.zeros([self.num_components])
-        return _mixture(logits, mean, tf.exp(0.5 * log_var))
+        return tf.zeros([self.num_components]), mean, tf.exp(0.5 * log_var)
 
     def get_config(self):
         return {

@@ -373,9 +373,7 @@ def train(config: TrainConfig) -> dict:
     model.save(tmp)
     os.replace(tmp, os.path.join(run_dir, MODEL_FILE))
     exports = {}
-    if config.export and config.prior != "standard_normal":
-        print("Export skipped: the serving signatures support the standard_normal prior only.")
-    elif config.export:
+    if config.export:
         from export import export_all
 
         # The first picture images are the first test images: no second load.
