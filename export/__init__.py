@@ -18,24 +18,7 @@ import os
 
 import numpy as np
 
-
-def float32_copy(model):
-    """The model with float32 compute: exports never carry bfloat16/float16 ops
-    (TFLite has no bfloat16 kernels, and scores should not depend on how the
-    model was trained)."""
-    if model.dtype_policy.compute_dtype == "float32":
-        return model
-    import keras
-
-    # The sub-networks take the global policy when they are built.
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
-        copy = type(model).from_config({**model.get_config(), "dtype": "float32"})
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-    copy.set_weights(model.get_weights())
-    return copy
+from keras_vae.precision import with_policy
 
 
 def export_all(
@@ -68,7 +51,9 @@ def export_all(
                 f"Expected uint8 images of shape (n, {', '.join(map(str, model.image_shape))}) "
                 f"for calibration. Received: dtype={images.dtype}, shape={images.shape}"
             )
-    model = float32_copy(model)
+    # Exports never carry bfloat16/float16 ops: TFLite has no bfloat16
+    # kernels, and scores should not depend on how the model was trained.
+    model = with_policy(model, "float32")
     version_dir = saved_model.export_saved_model(
         model, os.path.join(out_dir, "saved_model", model_name), warmup_images=images
     )

@@ -28,6 +28,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from keras_vae import precision
+
 # Decoder evaluations per chunk (samples x images): bounds the memory used.
 DEFAULT_CHUNK = 4096
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -140,10 +142,20 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--batch-size", type=int, default=100, help="Images per batch.")
     parser.add_argument("--max-images", type=int, help="Evaluate only the first N test images.")
+    parser.add_argument(
+        "--precision",
+        choices=precision.POLICIES,
+        default="auto",
+        help="Dtype policy of the networks; `auto` is train.py's choice for this machine "
+        "(mixed_bfloat16 on CPUs with bfloat16, about 1.6x float32's speed here). The "
+        "distributions and the log-sum-exp are float32 either way.",
+    )
     args = parser.parse_args(argv)
     try:
         _check_num_samples(args.iw_samples)
-        result = evaluate_run(args.model, args.iw_samples, args.batch_size, args.max_images)
+        result = evaluate_run(
+            args.model, args.iw_samples, args.batch_size, args.max_images, args.precision
+        )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -151,8 +163,11 @@ def main(argv=None) -> int:
     return 0
 
 
-def evaluate_run(run_dir, iw_samples=1000, batch_size=100, max_images=None) -> dict:
-    """Evaluates a run directory's model on its test split; updates metrics.json."""
+def evaluate_run(run_dir, iw_samples=1000, batch_size=100, max_images=None, policy="auto") -> dict:
+    """Evaluates a run directory's model on its test split; updates metrics.json.
+
+    `policy` is the networks' dtype policy (`auto`: as train.py picks it).
+    """
     import keras
 
     from keras_vae import training
@@ -164,10 +179,11 @@ def evaluate_run(run_dir, iw_samples=1000, batch_size=100, max_images=None) -> d
             f"{run_dir} holds no {training.MODEL_FILE}: pass a finished run directory."
         )
     config = TrainConfig.from_json_file(os.path.join(run_dir, training.CONFIG_FILE))
-    model = keras.models.load_model(model_file)
+    policy = precision.resolve(policy)
+    model = precision.with_policy(keras.models.load_model(model_file), policy)
     images, labels, _ = training.load_test_examples(config, max_images)
     result = evaluate(model, images, iw_samples, batch_size, labels=labels)
-    result["split"] = config.test_split
+    result.update(split=config.test_split, precision=policy)
     training.update_metrics(run_dir, {"evaluation": result})
     return result
 

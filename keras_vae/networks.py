@@ -45,26 +45,28 @@ def build_encoder(
     latent_dim: int,
     base_filters: int = 32,
     num_classes: int = 0,
+    dtype=None,
 ) -> keras.Model:
     """Images `(batch, H, W, C)` in [0, 1] -> `(batch, 2 * latent_dim)`.
 
     The output holds the posterior mean and the raw log-variance, in that order.
     With `num_classes`, a second input, the one-hot label, joins the image
-    features before the last layer.
+    features before the last layer. `dtype` is the layers' dtype policy
+    (None: the global policy).
     """
     stages = num_downsamplings(image_shape)
     inputs = keras.Input(shape=image_shape, name="image")
     x = inputs
     for i in range(stages):
         x = keras.layers.Conv2D(
-            base_filters * 2**i, 3, strides=2, padding="same", activation="relu"
+            base_filters * 2**i, 3, strides=2, padding="same", activation="relu", dtype=dtype
         )(x)
-    x = keras.layers.Flatten()(x)
+    x = keras.layers.Flatten(dtype=dtype)(x)
     if num_classes:
         label = keras.Input(shape=(num_classes,), name="label")
-        x = keras.layers.Concatenate()([x, label])
+        x = keras.layers.Concatenate(dtype=dtype)([x, label])
         inputs = [inputs, label]
-    outputs = keras.layers.Dense(2 * latent_dim, name="posterior_params")(x)
+    outputs = keras.layers.Dense(2 * latent_dim, name="posterior_params", dtype=dtype)(x)
     return keras.Model(inputs, outputs, name="encoder")
 
 
@@ -74,11 +76,13 @@ def build_decoder(
     params_per_channel: int = 1,
     base_filters: int = 32,
     num_classes: int = 0,
+    dtype=None,
 ) -> keras.Model:
     """Latents `(batch, latent_dim)` -> likelihood parameters.
 
     The output is `(batch, H, W, C * params_per_channel)`, unconstrained.
     With `num_classes`, the one-hot label is a second input, joined to z.
+    `dtype` is the layers' dtype policy (None: the global policy).
     """
     stages = num_downsamplings(image_shape)
     height, width, channels = image_shape
@@ -87,15 +91,15 @@ def build_decoder(
     x = inputs
     if num_classes:
         label = keras.Input(shape=(num_classes,), name="label")
-        x = keras.layers.Concatenate()([inputs, label])
+        x = keras.layers.Concatenate(dtype=dtype)([inputs, label])
         inputs = [inputs, label]
-    x = keras.layers.Dense(side_h * side_w * base_filters, activation="relu")(x)
-    x = keras.layers.Reshape((side_h, side_w, base_filters))(x)
+    x = keras.layers.Dense(side_h * side_w * base_filters, activation="relu", dtype=dtype)(x)
+    x = keras.layers.Reshape((side_h, side_w, base_filters), dtype=dtype)(x)
     for i in reversed(range(stages)):
         x = keras.layers.Conv2DTranspose(
-            base_filters * 2**i, 3, strides=2, padding="same", activation="relu"
+            base_filters * 2**i, 3, strides=2, padding="same", activation="relu", dtype=dtype
         )(x)
     outputs = keras.layers.Conv2DTranspose(
-        channels * params_per_channel, 3, padding="same", name="likelihood_params"
+        channels * params_per_channel, 3, padding="same", name="likelihood_params", dtype=dtype
     )(x)
     return keras.Model(inputs, outputs, name="decoder")

@@ -42,3 +42,17 @@ def resolve(name: str, strategy=None) -> str:
         capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
         return "mixed_float16" if capability and capability >= (7, 0) else "float32"
     return "mixed_bfloat16" if cpu_has_bfloat16() else "float32"
+
+
+def with_policy(model, policy: str):
+    """`model` with the dtype policy `policy` (a concrete name, not `auto`).
+
+    Returns `model` itself if it already computes that way, else a copy built
+    from its config under `policy`, holding the same weights.
+    """
+    if model.dtype_policy.name == policy:
+        return model
+    # The VAE builds its networks under its own policy (`dtype`).
+    copy = type(model).from_config({**model.get_config(), "dtype": policy})
+    copy.set_weights(model.get_weights())
+    return copy

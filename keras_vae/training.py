@@ -410,7 +410,7 @@ def train(config: TrainConfig) -> dict:
         print(f"Importance-weighted bound, K={config.iw_samples}, on the test split:")
         images, labels, _ = load_test_examples(config)
         metrics["evaluation"] = evaluate.evaluate(model, images, config.iw_samples, labels=labels)
-        metrics["evaluation"]["split"] = config.test_split
+        metrics["evaluation"].update(split=config.test_split, precision=model.dtype_policy.name)
     metrics["pictures"] = visualize.write_pictures(picture_data, run_dir)
     _write_json(os.path.join(run_dir, METRICS_FILE), metrics)
     visualize.write_report(run_dir, metrics["pictures"])

@@ -143,8 +143,14 @@ class VAE(keras.Model):
         self._likelihood = likelihoods.get_likelihood(likelihood)
 
         # === Layers ===
+        # The networks follow this model's policy, not the global one, so a
+        # reloaded mixed-precision model computes the way it was trained.
         self.encoder = networks.build_encoder(
-            self.image_shape, self.latent_dim, self.base_filters, self.num_classes
+            self.image_shape,
+            self.latent_dim,
+            self.base_filters,
+            self.num_classes,
+            dtype=self.dtype_policy,
         )
         self.decoder = networks.build_decoder(
             self.image_shape,
@@ -152,6 +158,7 @@ class VAE(keras.Model):
             self._likelihood.params_per_channel,
             self.base_filters,
             self.num_classes,
+            dtype=self.dtype_policy,
         )
         self.prior_layer = priors.get_prior(
             prior, self.latent_dim, self.image_shape, prior_components

@@ -190,5 +190,14 @@ def test_evaluate_cli_updates_metrics(real_images, tmp_path, capsys):
     assert ev["num_images"] == 200 and ev["iw_samples"] == 20
     assert ev["iw_nll_nats"] < ev["negative_elbo_nats"]
     assert len(ev["kl_per_dim_nats"]) == 4
+    # bfloat16 networks (the `auto` choice on CPUs with bfloat16) bound alike.
+    bounds = {}
+    for policy in ("float32", "mixed_bfloat16"):
+        args = ["--model", str(run), "--iw-samples", "50", "--precision", policy]
+        assert evaluate.main(args) == 0
+        ev = json.loads((run / "metrics.json").read_text())["evaluation"]
+        assert ev["precision"] == policy
+        bounds[policy] = ev["iw_nll_nats"]
+    assert abs(bounds["float32"] - bounds["mixed_bfloat16"]) < 1.0
     assert evaluate.main(["--model", str(tmp_path)]) == 2
     assert "holds no model.keras" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import tensorflow_probability as tfp
 from conftest import assert_saving_round_trip, random_images
 
 import keras_vae
-from keras_vae import likelihoods
+from keras_vae import likelihoods, precision
 from keras_vae.vae import VAE
 
 tfd = tfp.distributions
@@ -125,6 +125,15 @@ def test_mixed_precision_keeps_distributions_float32(policy, tmp_path):
     assert model.negative_elbo(random_images(2))["loss"].dtype == tf.float32
     if policy == "mixed_float16":
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    # Reloaded under another global policy, the networks still compute as trained...
+    keras.mixed_precision.set_global_policy("float32")
+    images = random_images(4)
+    reloaded = assert_saving_round_trip(model, images, tmp_path)
+    assert reloaded.decoder.layers[-1].compute_dtype == policy.split("_")[1]
+    # ...and `with_policy` gives a float32 copy (what export uses).
+    full = precision.with_policy(reloaded, "float32")
+    assert {layer.compute_dtype for layer in full.decoder.layers[1:]} == {"float32"}
+    np.testing.assert_allclose(full(images).numpy(), model(images).numpy(), atol=0.05)
 
 
 def test_bad_arguments_are_named():
