@@ -9,6 +9,8 @@ convolutions.
 from __future__ import annotations
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 # The smallest feature map the encoder shrinks to, and the largest it stops at.
 _MIN_SIDE = 4
@@ -103,3 +105,116 @@ def build_decoder(
         channels * params_per_channel, 3, padding="same", name="likelihood_params", dtype=dtype
     )(x)
     return keras.Model(inputs, outputs, name="decoder")
+
+
+def as_convolutions(decoder: keras.Model) -> keras.Model:
+    """The same decoder function with no transposed convolution in it.
+
+    Each `Conv2DTranspose` (3x3, "same", stride 1 or 2) becomes a plain
+    convolution, followed for stride 2 by `depth_to_space` (the "sub-pixel"
+    form: each of the 4 output phases is a 2x2 convolution of the input).
+    The weights are rearranged, not learned: outputs match to float32
+    rounding. LiteRT's XNNPACK runs this form about 1.6x faster at batch 1
+    (a dynamic-batch TRANSPOSE_CONV needs a runtime output-shape tensor);
+    TensorFlow runs the transposed form faster at large batches, so only the
+    `.tflite` exports use it.
+    """
+
+    def convert(layer):
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            return SubpixelConvolution.from_transposed(layer)
+        return layer  # shared, weights and all
+
+    return keras.models.clone_model(decoder, clone_function=convert)
+
+
+class SubpixelConvolution(keras.layers.Layer):
+    """A 3x3 "same" `Conv2DTranspose` (stride 1 or 2) computed as a convolution.
+
+    #### Mathematical details
+
+    Per axis, a stride-2 transposed convolution with taps (w0, w1, w2) gives
+    y[2m] = w0 x[m] + w2 x[m-1] and y[2m+1] = w1 x[m]: a 2x2 convolution over
+    x padded by one row and column at the start, with 4 x filters outputs
+    (one per output phase) rearranged by `depth_to_space(2)`. Stride 1 is the
+    convolution with the spatially flipped kernel.
+    """
+
+    def __init__(self, kernel, bias, strides, activation=None, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_value = np.asarray(kernel, np.float32)
+        self.bias_value = np.asarray(bias, np.float32)
+        self.strides = int(strides)
+        self.activation = keras.activations.get(activation)
+
+    @classmethod
+    def from_transposed(cls, layer):
+        stride = layer.strides[0]
+        if (
+            layer.padding != "same"
+            or layer.strides[0] != layer.strides[1]
+            or stride not in (1, 2)
+            or (stride == 2 and tuple(layer.kernel_size) != (3, 3))
+            or tuple(layer.dilation_rate) != (1, 1)
+        ):
+            raise ValueError(
+                f"Cannot rewrite {layer.name}: only 'same' transposed convolutions with "
+                "stride 1, or stride 2 and a 3x3 kernel, have a convolution form here."
+            )
+        kernel, bias = (np.asarray(w, np.float32) for w in layer.get_weights())
+        filters = kernel.shape[2]  # kernel: (kh, kw, out, in)
+        if stride == 1:
+            weights = kernel[::-1, ::-1].transpose(0, 1, 3, 2)
+        else:
+            taps = {0: {1: 0, 0: 2}, 1: {1: 1}}  # phase -> {window row: kernel tap}
+            weights = np.zeros((2, 2, kernel.shape[3], 4 * filters), np.float32)
+            for a in (0, 1):
+                for b in (0, 1):
+                    phase = slice((2 * a + b) * filters, (2 * a + b + 1) * filters)
+                    for row, tap_h in taps[a].items():
+                        for col, tap_w in taps[b].items():
+                            weights[row, col, :, phase] = kernel[tap_h, tap_w].T
+            bias = np.tile(bias, 4)
+        return cls(
+            weights,
+            bias,
+            stride,
+            layer.activation,
+            name=f"{layer.name}_as_convolution",
+            dtype=layer.dtype_policy,
+        )
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            shape=self.kernel_value.shape,
+            initializer=keras.initializers.Constant(self.kernel_value),
+            trainable=False,
+            name="kernel",
+        )
+        self.bias = self.add_weight(
+            shape=self.bias_value.shape,
+            initializer=keras.initializers.Constant(self.bias_value),
+            trainable=False,
+            name="bias",
+        )
+
+    def call(self, inputs):
+        kernel = tf.cast(self.kernel, inputs.dtype)
+        bias = tf.cast(self.bias, inputs.dtype)
+        if self.strides == 2:
+            padded = tf.pad(inputs, [[0, 0], [1, 0], [1, 0], [0, 0]])
+            outputs = tf.nn.depth_to_space(tf.nn.conv2d(padded, kernel, 1, "VALID") + bias, 2)
+        else:
+            outputs = tf.nn.conv2d(inputs, kernel, 1, "SAME") + bias
+        return self.activation(outputs)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, _ = input_shape
+        channels = self.kernel_value.shape[-1] // self.strides**2
+        scale = self.strides
+        return (
+            batch,
+            None if height is None else height * scale,
+            None if width is None else width * scale,
+            channels,
+        )

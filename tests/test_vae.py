@@ -162,3 +162,26 @@ def test_registering_a_likelihood_is_one_function():
     assert np.isfinite(model.negative_elbo(random_images(2))["loss"].numpy()).all()
     with pytest.raises(ValueError, match="already registered"):
         keras_vae.register_likelihood(name)(laplace)
+
+
+@pytest.mark.parametrize(
+    "shape, params, classes", [((28, 28, 1), 1, 0), ((32, 32, 3), 2, 0), ((64, 64, 3), 1, 3)]
+)
+def test_decoder_as_convolutions_is_the_same_function(shape, params, classes):
+    from keras_vae import networks
+
+    decoder = networks.build_decoder(shape, 6, params, 8, classes)
+    rng = np.random.default_rng(0)
+    # Weights of a trained network's scale, so that every tap matters.
+    decoder.set_weights([rng.normal(0, 0.3, w.shape).astype("float32") for w in decoder.weights])
+    converted = networks.as_convolutions(decoder)
+    assert not any(isinstance(x, keras.layers.Conv2DTranspose) for x in converted.layers)
+    z = tf.constant(rng.standard_normal((4, 6)), tf.float32)
+    inputs = [z, tf.one_hot([0, 1, 2, 0], classes)] if classes else z
+    want = decoder(inputs).numpy()
+    assert np.abs(want).max() > 1.0
+    np.testing.assert_allclose(converted(inputs).numpy(), want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="Cannot rewrite"):
+        networks.SubpixelConvolution.from_transposed(
+            keras.layers.Conv2DTranspose(2, 5, strides=2, padding="same")
+        )
