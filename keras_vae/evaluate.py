@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 
@@ -168,19 +167,11 @@ def evaluate_run(run_dir, iw_samples=1000, batch_size=100, max_images=None, poli
 
     `policy` is the networks' dtype policy (`auto`: as train.py picks it).
     """
-    import keras
-
     from keras_vae import training
-    from keras_vae.config import TrainConfig
 
-    model_file = os.path.join(run_dir, training.MODEL_FILE)
-    if not os.path.isfile(model_file):
-        raise ValueError(
-            f"{run_dir} holds no {training.MODEL_FILE}: pass a finished run directory."
-        )
-    config = TrainConfig.from_json_file(os.path.join(run_dir, training.CONFIG_FILE))
+    config, model = training.load_run(run_dir)
     policy = precision.resolve(policy)
-    model = precision.with_policy(keras.models.load_model(model_file), policy)
+    model = precision.with_policy(model, policy)
     images, labels, _ = training.load_test_examples(config, max_images)
     result = evaluate(model, images, iw_samples, batch_size, labels=labels)
     result.update(split=config.test_split, precision=policy)

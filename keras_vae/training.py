@@ -207,6 +207,22 @@ def to_uint8(images) -> np.ndarray:
     return np.round(np.asarray(images) * 255).astype(np.uint8)
 
 
+def load_run(run_dir: str) -> tuple[TrainConfig, VAE]:
+    """The config and the model of a finished run directory.
+
+    Raises:
+        ValueError: `run_dir` holds no model file.
+    """
+    model_file = os.path.join(run_dir, MODEL_FILE)
+    if not os.path.isfile(model_file):
+        raise ValueError(
+            f"{run_dir} holds no {MODEL_FILE}: pass the directory of a finished train.py "
+            "run to --model."
+        )
+    config = TrainConfig.from_json_file(os.path.join(run_dir, CONFIG_FILE))
+    return config, keras.models.load_model(model_file)
+
+
 def update_metrics(run_dir: str, updates: dict) -> dict:
     """Merges `updates` into the run's metrics.json (written atomically)."""
     path = os.path.join(run_dir, METRICS_FILE)

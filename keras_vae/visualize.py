@@ -502,18 +502,7 @@ def load_run_picture_data(run_dir, num_images=64, traversal_dims=8, shifted_data
     """`PictureData` for a finished run directory."""
     from keras_vae import training
 
-    model_file = os.path.join(run_dir, training.MODEL_FILE)
-    if not os.path.isfile(model_file):
-        raise ValueError(
-            f"{run_dir} holds no {training.MODEL_FILE}: pass the directory of a "
-            "finished train.py run to --model."
-        )
-    import keras
-
-    from keras_vae.config import TrainConfig
-
-    config = TrainConfig.from_json_file(os.path.join(run_dir, training.CONFIG_FILE))
-    model = keras.models.load_model(model_file)
+    config, model = training.load_run(run_dir)
     images, labels, class_names = training.load_test_examples(config, SCATTER_IMAGES)
     shifted = None
     if shifted_dataset:
