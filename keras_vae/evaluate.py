@@ -63,11 +63,24 @@ def importance_weighted_nll(
 def _compiled_weights(model):
     # One traced function per model (the sample count is a tensor: no retrace).
     if not hasattr(model, "_iw_function"):
+        decoder = inference_decoder(model)
         model._iw_function = tf.function(
-            lambda images, k, labels: model.log_importance_weights(images, k, labels),
+            lambda images, k, labels: model.log_importance_weights(images, k, labels, decoder),
             reduce_retracing=True,
         )
     return model._iw_function
+
+
+def inference_decoder(model):
+    """The decoder form the IW bound uses: on CPU the fused one
+    (`networks.fused_for_inference`, about 1.5x faster in bfloat16, sharing
+    the weights); elsewhere the model's own (cuDNN and XLA on accelerators
+    need no rewrite)."""
+    from keras_vae import networks
+
+    if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
+        return model.decoder
+    return networks.fused_for_inference(model.decoder)
 
 
 def posterior_statistics(model, images, batch_size=500, labels=None):

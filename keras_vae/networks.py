@@ -218,3 +218,127 @@ class SubpixelConvolution(keras.layers.Layer):
             None if width is None else width * scale,
             channels,
         )
+
+
+def fused_for_inference(decoder: keras.Model) -> keras.Model:
+    """The same decoder function, faster to evaluate in TensorFlow on CPU.
+
+    For inference only (the importance-weighted bound evaluates the decoder
+    millions of times). It shares `decoder`'s weights, so it stays right
+    while the model trains on. Two rewrites, each the same function:
+
+    - a transposed convolution with an activation keeps oneDNN's
+      transposed convolution but adds the bias and applies the activation
+      in one XLA-compiled pass (TF would make two passes over the output,
+      and its elementwise bfloat16 kernels are slow);
+    - a stride-1 "same" transposed convolution with an odd kernel (the
+      output layer) becomes one matrix product to its kh * kw * filters
+      taps and an XLA-compiled sum of the shifted taps. oneDNN computes a
+      convolution with a handful of output channels at a few percent of
+      its matmul rate.
+
+    Other layers are kept as they are. On 2 CPU cores (AVX512-BF16) the
+    default 28x28 decoder runs about 1.5x faster in bfloat16
+    (`benchmarks/iw_speed.py`).
+    """
+
+    def convert(layer):
+        if type(layer) is keras.layers.Conv2DTranspose:
+            if _TapSumConvolution.applies_to(layer):
+                return _TapSumConvolution(layer)
+            if layer.activation is not keras.activations.linear:
+                return _FusedActivationConvolution(layer)
+        return layer
+
+    return keras.models.clone_model(decoder, clone_function=convert)
+
+
+class _SharedTransposedConvolution(keras.layers.Layer):
+    """Computes `layer`'s function with `layer`'s own (shared) variables."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(name=f"{layer.name}_fused", dtype=layer.dtype_policy, **kwargs)
+        self.layer = layer
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def _transposed(self, inputs, kernel):
+        layer = self.layer
+        shape = tf.concat(
+            [tf.shape(inputs)[:1], self.layer.compute_output_shape(inputs.shape)[1:]], 0
+        )
+        return tf.nn.conv2d_transpose(
+            inputs,
+            kernel,
+            shape,
+            layer.strides,
+            layer.padding.upper(),
+            dilations=layer.dilation_rate,
+        )
+
+
+class _FusedActivationConvolution(_SharedTransposedConvolution):
+    def call(self, inputs):
+        layer = self.layer
+        outputs = self._transposed(inputs, tf.cast(layer.kernel, inputs.dtype))
+        bias = tf.cast(layer.bias, inputs.dtype) if layer.use_bias else tf.zeros([], inputs.dtype)
+        return _xla_bias_activation(outputs, bias, layer.activation)
+
+
+class _TapSumConvolution(_SharedTransposedConvolution):
+    """#### Mathematical details
+
+    A stride-1 transposed convolution with kernel w (kh, kw, out, in) and
+    "same" padding p = (k - 1) / 2 per axis is
+    y[i, j] = sum_{a, b} x[i + p - a, j + p - b] w[a, b]: the products
+    x @ w[a, b] for every tap at once (one matmul to kh * kw * out columns),
+    then a sum of kh * kw shifted slices of the zero-padded result.
+    """
+
+    @staticmethod
+    def applies_to(layer):
+        return (
+            layer.padding == "same"
+            and tuple(layer.strides) == (1, 1)
+            and tuple(layer.dilation_rate) == (1, 1)
+            and all(k % 2 for k in layer.kernel_size)
+        )
+
+    def call(self, inputs):
+        layer = self.layer
+        kh, kw = layer.kernel_size
+        filters = layer.filters
+        kernel = tf.cast(layer.kernel, inputs.dtype)  # (kh, kw, out, in)
+        channels = tf.shape(kernel)[3]
+        taps = tf.reshape(tf.transpose(kernel, [3, 0, 1, 2]), [channels, kh * kw * filters])
+        products = tf.matmul(tf.reshape(inputs, [-1, channels]), taps)
+        products = tf.reshape(products, tf.concat([tf.shape(inputs)[:3], [kh * kw * filters]], 0))
+        bias = tf.cast(layer.bias, inputs.dtype) if layer.use_bias else tf.zeros([], inputs.dtype)
+        return _xla_tap_sum(products, bias, (kh, kw), filters, layer.activation, inputs.dtype)
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _xla_bias_activation(outputs, bias, activation):
+    return activation(outputs + bias)
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _xla_tap_sum(products, bias, kernel_size, filters, activation, dtype):
+    kh, kw = kernel_size
+    ph, pw = (kh - 1) // 2, (kw - 1) // 2
+    height, width = tf.shape(products)[1], tf.shape(products)[2]
+    # The sum and the bias in float32, rounded to the policy's dtype once.
+    padded = tf.pad(tf.cast(products, tf.float32), [[0, 0], [ph, ph], [pw, pw], [0, 0]])
+    total = 0.0
+    for a in range(kh):
+        for b in range(kw):
+            tap = (a * kw + b) * filters
+            # y[i] takes x[i + p - a]: row i + 2p - a of the padded products.
+            total += padded[
+                :,
+                2 * ph - a : 2 * ph - a + height,
+                2 * pw - b : 2 * pw - b + width,
+                tap : tap + filters,
+            ]
+    return activation(tf.cast(total + tf.cast(bias, tf.float32), dtype))

@@ -224,10 +224,18 @@ class VAE(keras.Model):
     def prior_distribution(self) -> tfd.Distribution:
         return self.prior_layer.distribution()
 
-    def likelihood_distribution(self, z, training=False, labels=None) -> tfd.Distribution:
-        """p(x|z): a TFP distribution with event shape `image_shape`."""
+    def likelihood_distribution(
+        self, z, training=False, labels=None, decoder=None
+    ) -> tfd.Distribution:
+        """p(x|z): a TFP distribution with event shape `image_shape`.
+
+        `decoder` computes the likelihood parameters instead of
+        `self.decoder`: the same function in another form, such as
+        `networks.fused_for_inference(self.decoder)`.
+        """
         inputs = self._with_condition(z, self.one_hot(labels))
-        return self._likelihood.distribution(self.decoder(inputs, training=training))
+        decoder = self.decoder if decoder is None else decoder
+        return self._likelihood.distribution(decoder(inputs, training=training))
 
     def decode(self, z, training=False, labels=None) -> dict:
         """Latents `(batch, latent_dim)` -> `{"mean", "logits"}`.
@@ -327,13 +335,18 @@ class VAE(keras.Model):
         progress = tf.cast(self.optimizer.iterations, tf.float32) / self.kl_warmup_steps
         return self.beta * tf.minimum(1.0, progress)
 
-    def log_importance_weights(self, images, num_samples, labels=None):
-        """log p(x|z_k) + log p(z_k) - log q(z_k|x) for k samples: `(k, batch)`."""
+    def log_importance_weights(self, images, num_samples, labels=None, decoder=None):
+        """log p(x|z_k) + log p(z_k) - log q(z_k|x) for k samples: `(k, batch)`.
+
+        `decoder`: as in `likelihood_distribution`.
+        """
         images = tf.cast(images, tf.float32)
         mean, log_var = self.encode(images, False, labels)
-        return self._log_weights(images, mean, log_var, num_samples, labels=labels)
+        return self._log_weights(images, mean, log_var, num_samples, labels=labels, decoder=decoder)
 
-    def _log_weights(self, images, mean, log_var, num_samples, training=False, labels=None):
+    def _log_weights(
+        self, images, mean, log_var, num_samples, training=False, labels=None, decoder=None
+    ):
         posterior = self.posterior(mean, log_var)
         z = posterior.sample(num_samples, seed=self.next_seed())  # (k, batch, latent)
         flat = tf.reshape(z, [-1, self.latent_dim])  # (k * batch, latent)
@@ -343,7 +356,7 @@ class VAE(keras.Model):
         )
         if labels is not None:  # the same label for each of an image's k samples
             labels = tf.reshape(tf.tile(tf.reshape(labels, [1, -1]), [num_samples, 1]), [-1])
-        log_px = self.likelihood_distribution(flat, training, labels).log_prob(tiled)
+        log_px = self.likelihood_distribution(flat, training, labels, decoder).log_prob(tiled)
         log_px = tf.reshape(log_px, [num_samples, -1])
         return log_px + self.prior_distribution().log_prob(z) - posterior.log_prob(z)
 

@@ -1,0 +1,108 @@
+"""Speed of the importance-weighted bound: decoder passes per second.
+
+    python benchmarks/iw_speed.py [--run runs/RUN] [--windows 5] [--images 40] [--samples 100]
+
+For float32 and mixed_bfloat16, and for the decoder as Keras builds it and
+in the fused inference form that `keras_vae.evaluate` uses on CPU
+(`keras_vae.networks.fused_for_inference`), it times the compiled
+`log_importance_weights` step on `--images` x `--samples` decoder passes per
+call, in alternating windows in one process. It prints the median passes/s of
+each, the time that projects to for the K=1000 bound on 10,000 test images
+(10 million passes, the encoder and the log-sum-exp included), and the
+largest difference of the per-image bound between the two forms. Without
+`--run` it times an untrained model of the default architecture (the timing
+does not depend on the weights).
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_vae import evaluate, networks, precision, training  # noqa: E402
+from keras_vae.vae import VAE  # noqa: E402
+
+PASSES_IN_TABLE_EVALUATION = 10_000 * 1_000
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", help="A run directory (default: an untrained default model).")
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=5, help="Calls per window.")
+    parser.add_argument("--images", type=int, default=40)
+    parser.add_argument("--samples", type=int, default=100)
+    args = parser.parse_args()
+
+    if args.run:
+        _, model = training.load_run(args.run)
+    else:
+        model = VAE(seed=0)
+        model.build()
+    shape = model.image_shape
+    images = tf.constant(np.random.default_rng(0).random((args.images, *shape)).astype(np.float32))
+    samples = tf.constant(args.samples)
+    passes = args.images * args.samples
+
+    steps = {}
+    for policy in ("float32", "mixed_bfloat16"):
+        copy = precision.with_policy(model, policy)
+        for form, decoder in (
+            ("keras", copy.decoder),
+            ("fused", networks.fused_for_inference(copy.decoder)),
+        ):
+            step = tf.function(
+                lambda x, k, m=copy, d=decoder: m.log_importance_weights(x, k, decoder=d)
+            )
+            step(images, samples)  # trace and compile
+            steps[(policy, form)] = (step, copy)
+
+    rates = {key: [] for key in steps}
+    for _ in range(args.windows):
+        for key, (step, _) in steps.items():
+            start = time.perf_counter()
+            for _ in range(args.calls):
+                step(images, samples).numpy()
+            rates[key].append(args.calls * passes / (time.perf_counter() - start))
+
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "tensorflow": tf.__version__,
+        "passes_per_call": passes,
+        "forms": {},
+    }
+    for (policy, form), values in rates.items():
+        median = statistics.median(values)
+        result["forms"][f"{policy} {form}"] = {
+            "passes_per_s": round(median),
+            "spread": [round(min(values)), round(max(values))],
+            "projected_k1000_10k_s": round(PASSES_IN_TABLE_EVALUATION / median),
+        }
+    for policy in ("float32", "mixed_bfloat16"):
+        model_copy = steps[(policy, "keras")][1]
+        bounds = {}
+        for form in ("keras", "fused"):
+            # Same seed for both forms: the same samples, so only the decoder differs.
+            model_copy.seed_generator.state.assign([0, 0])
+            decoder = model_copy.decoder if form == "keras" else None
+            if decoder is None:
+                decoder = networks.fused_for_inference(model_copy.decoder)
+            weights = model_copy.log_importance_weights(images, samples, decoder=decoder)
+            bounds[form] = tf.reduce_logsumexp(weights, axis=0).numpy()
+        result[f"max_bound_difference_nats {policy}"] = float(
+            np.abs(bounds["keras"] - bounds["fused"]).max()
+        )
+    assert evaluate.inference_decoder  # the form evaluate uses on CPU
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
