@@ -73,7 +73,7 @@ def _compiled_weights(model):
 
 def inference_decoder(model):
     """The decoder form the IW bound uses: on CPU the fused one
-    (`networks.fused_for_inference`, about 1.5x faster in bfloat16, sharing
+    (`networks.fused_for_inference`, about 1.4x faster, sharing
     the weights); elsewhere the model's own (cuDNN and XLA on accelerators
     need no rewrite)."""
     from keras_vae import networks
