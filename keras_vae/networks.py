@@ -243,7 +243,11 @@ def fused_for_inference(decoder: keras.Model) -> keras.Model:
     """
 
     def convert(layer):
-        if type(layer) is keras.layers.Conv2DTranspose:
+        if (
+            type(layer) is keras.layers.Conv2DTranspose
+            and layer.data_format == "channels_last"
+            and layer.output_padding is None
+        ):
             if _TapSumConvolution.applies_to(layer):
                 return _TapSumConvolution(layer)
             if layer.activation is not keras.activations.linear:

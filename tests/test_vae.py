@@ -221,3 +221,8 @@ def test_fused_decoder_is_the_same_function_and_shares_weights(shape, params, cl
     last = decoder.get_layer("likelihood_params")
     last.kernel.assign(last.kernel * 2.0 + 0.1)  # training goes on: the form follows
     check()
+
+    # A layer outside the rewrites' cases is kept as it is.
+    odd = keras.layers.Conv2DTranspose(2, 3, strides=2, padding="same", output_padding=1)
+    clone = networks.fused_for_inference(keras.Sequential([keras.Input((4, 4, 3)), odd]))
+    assert clone.layers[-1] is odd
