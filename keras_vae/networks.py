@@ -267,27 +267,24 @@ class _SharedTransposedConvolution(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
 
-    def _transposed(self, inputs, kernel):
+    def _bias(self, dtype):
         layer = self.layer
-        shape = tf.concat(
-            [tf.shape(inputs)[:1], self.layer.compute_output_shape(inputs.shape)[1:]], 0
-        )
-        return tf.nn.conv2d_transpose(
-            inputs,
-            kernel,
-            shape,
-            layer.strides,
-            layer.padding.upper(),
-            dilations=layer.dilation_rate,
-        )
+        return tf.cast(layer.bias, dtype) if layer.use_bias else tf.zeros([], dtype)
 
 
 class _FusedActivationConvolution(_SharedTransposedConvolution):
     def call(self, inputs):
         layer = self.layer
-        outputs = self._transposed(inputs, tf.cast(layer.kernel, inputs.dtype))
-        bias = tf.cast(layer.bias, inputs.dtype) if layer.use_bias else tf.zeros([], inputs.dtype)
-        return _xla_bias_activation(outputs, bias, layer.activation)
+        shape = tf.concat([tf.shape(inputs)[:1], layer.compute_output_shape(inputs.shape)[1:]], 0)
+        outputs = tf.nn.conv2d_transpose(
+            inputs,
+            tf.cast(layer.kernel, inputs.dtype),
+            shape,
+            layer.strides,
+            layer.padding.upper(),
+            dilations=layer.dilation_rate,
+        )
+        return _xla_bias_activation(outputs, self._bias(inputs.dtype), layer.activation)
 
 
 class _TapSumConvolution(_SharedTransposedConvolution):
@@ -318,8 +315,9 @@ class _TapSumConvolution(_SharedTransposedConvolution):
         taps = tf.reshape(tf.transpose(kernel, [3, 0, 1, 2]), [channels, kh * kw * filters])
         products = tf.matmul(tf.reshape(inputs, [-1, channels]), taps)
         products = tf.reshape(products, tf.concat([tf.shape(inputs)[:3], [kh * kw * filters]], 0))
-        bias = tf.cast(layer.bias, inputs.dtype) if layer.use_bias else tf.zeros([], inputs.dtype)
-        return _xla_tap_sum(products, bias, (kh, kw), filters, layer.activation, inputs.dtype)
+        return _xla_tap_sum(
+            products, self._bias(inputs.dtype), (kh, kw), filters, layer.activation, inputs.dtype
+        )
 
 
 @tf.function(jit_compile=True, reduce_retracing=True)
