@@ -146,20 +146,15 @@ def reconstruction_grid(model, images, labels=None) -> np.ndarray:
 
 def kl_per_dimension(model, images, labels=None) -> np.ndarray:
     """Mean KL(q(z_d|x) || N(0, 1)) per latent dimension, nats, `(latent_dim,)`."""
-    means, log_vars = _posterior_params(model, images, labels)
-    return np.mean(0.5 * (np.exp(log_vars) + means**2 - 1.0 - log_vars), axis=0)
+    from keras_vae import evaluate
+
+    return evaluate.posterior_statistics(model, images, labels=labels)[1].mean(axis=0)
 
 
-def _posterior_params(model, images, labels=None, batch_size=500):
-    means, log_vars = [], []
-    for start in range(0, len(images), batch_size):
-        batch_labels = None if labels is None else labels[start : start + batch_size]
-        mean, log_var = model.encode(
-            np.asarray(images[start : start + batch_size], np.float32), labels=batch_labels
-        )
-        means.append(mean.numpy())
-        log_vars.append(log_var.numpy())
-    return np.concatenate(means), np.concatenate(log_vars)
+def _posterior_means(model, images, labels=None) -> np.ndarray:
+    from keras_vae import evaluate
+
+    return evaluate.posterior_statistics(model, images, labels=labels)[0]
 
 
 def traversal_grid(model, images, num_dims: int, steps: int = TRAVERSAL_STEPS, labels=None):
@@ -171,7 +166,7 @@ def traversal_grid(model, images, num_dims: int, steps: int = TRAVERSAL_STEPS, l
         )
     dims = np.argsort(-kl_per_dimension(model, images, labels))[:num_dims]
     first = None if labels is None else labels[:1]
-    center, _ = _posterior_params(model, images[:1], first)
+    center = _posterior_means(model, images[:1], first)
     offsets = np.linspace(-3.0, 3.0, steps, dtype=np.float32)
     z = np.repeat(center, num_dims * steps, axis=0).reshape(num_dims, steps, -1)
     for row, dim in enumerate(dims):
@@ -187,7 +182,7 @@ def interpolation_grid(
     """Rows of [image a, decoded line from a to b, image b] (decoded with a's label)."""
     pairs = min(pairs, len(images) // 2)
     pair_labels = None if labels is None else labels[: 2 * pairs]
-    means, _ = _posterior_params(model, images[: 2 * pairs], pair_labels)
+    means = _posterior_means(model, images[: 2 * pairs], pair_labels)
     a, b = means[0::2], means[1::2]
     t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[None, :, None]
     z = (1.0 - t) * a[:, None] + t * b[:, None]
@@ -241,7 +236,7 @@ def _pyplot():
 
 def latent_space_plot(model, images, labels=None, class_names=()) -> np.ndarray:
     plt = _pyplot()
-    means, _ = _posterior_params(model, images, labels)
+    means = _posterior_means(model, images, labels)
     if means.shape[1] > 2:
         centered = means - means.mean(axis=0)
         _, singular, vt = np.linalg.svd(centered, full_matrices=False)
