@@ -159,7 +159,7 @@ def main(argv=None) -> int:
         choices=precision.POLICIES,
         default="auto",
         help="Dtype policy of the networks; `auto` is train.py's choice for this machine "
-        "(mixed_bfloat16 on CPUs with bfloat16, about 1.6x float32's speed here). The "
+        "(mixed_bfloat16 on CPUs with bfloat16, 1.4-1.5x float32's speed here). The "
         "distributions and the log-sum-exp are float32 either way.",
     )
     args = parser.parse_args(argv)
