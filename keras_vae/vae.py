@@ -30,21 +30,18 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_vae import likelihoods, networks, priors
+from keras_vae import choices, likelihoods, networks, priors
+from keras_vae.errors import UsageError
 
 tfd = tfp.distributions
 
-# Log-variance bounds: exp(-10) to exp(10) spans every useful posterior scale
-# and keeps exp() and its gradient finite in float32.
-LOG_VAR_MIN, LOG_VAR_MAX = -10.0, 10.0
-
 METRIC_NAMES = ("loss", "reconstruction", "kl")
-OBJECTIVES = ("elbo", "iwae")
+OBJECTIVES = choices.OBJECTIVES
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
 class VAE(keras.Model):
-    """A convolutional variational autoencoder.
+    """A variational autoencoder with TFP posterior, prior and likelihood.
 
     Args:
         image_shape: tuple of 3 ints. `(height, width, channels)` of the images.
@@ -56,8 +53,12 @@ class VAE(keras.Model):
             `"standard_normal"`.
         beta: float. Weight of the KL term in the training objective.
             Defaults to `1.0`.
-        base_filters: int. Filters of the first convolution; each stage
-            doubles it. Defaults to `32`.
+        base_filters: int. `conv` networks: filters of the first
+            convolution; each stage doubles it. Defaults to `32`.
+        architecture: str. A name from `keras_vae.networks.ARCHITECTURES`:
+            `"conv"` or `"gated_mlp"`. Defaults to `"conv"`.
+        hidden_units: int. `gated_mlp` networks: units of each `GatedDense`
+            layer. Defaults to `300`.
         seed: int or None. Seed of the sampling noise. Defaults to `None`.
         objective: str. `"elbo"`, or `"iwae"`: the importance-weighted bound
             with `iw_k` samples (Burda et al. 2016). Defaults to `"elbo"`.
@@ -74,6 +75,12 @@ class VAE(keras.Model):
             2015): encoder and decoder also take a label in [0, N), so that
             `sample_prior(labels=...)` draws items of chosen classes. Every
             method then needs `labels`. Defaults to `0`.
+        encoder, decoder: `keras.Model` or None. Networks to use instead of
+            building the architecture's (the same inputs and outputs), for
+            example another form of a trained model's decoder; see
+            `with_decoder`. Not part of `get_config`. Defaults to `None`.
+        prior_layer: a prior layer to use (shared) instead of building one.
+            Defaults to `None`.
     """
 
     def __init__(
@@ -91,38 +98,44 @@ class VAE(keras.Model):
         free_bits=0.0,
         prior_components=None,
         num_classes=0,
+        architecture="conv",
+        hidden_units=300,
+        encoder=None,
+        decoder=None,
+        prior_layer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self._architecture = networks.get_architecture(architecture)
         if objective not in OBJECTIVES:
-            raise ValueError(
+            raise UsageError(
                 "Invalid value received for argument `objective`. Expected one of "
                 f"{list(OBJECTIVES)}. Received: objective={objective!r}"
             )
         if int(iw_k) < 1 or int(kl_warmup_steps) < 0 or float(free_bits) < 0:
-            raise ValueError(
+            raise UsageError(
                 "Invalid value received for `iw_k`, `kl_warmup_steps` or `free_bits`. "
                 "Expected iw_k >= 1, kl_warmup_steps >= 0 and free_bits >= 0. Received: "
                 f"iw_k={iw_k}, kl_warmup_steps={kl_warmup_steps}, free_bits={free_bits}"
             )
         if int(num_classes) < 0 or (int(num_classes) and prior == "vamp"):
-            raise ValueError(
+            raise UsageError(
                 "Invalid value received for argument `num_classes`. Expected an integer "
                 ">= 0, and no VampPrior for a conditional model. Received: "
                 f"num_classes={num_classes}, prior={prior!r}"
             )
         if float(free_bits) > 0 and prior != "standard_normal":
-            raise ValueError(
+            raise UsageError(
                 "`free_bits` needs a per-dimension KL, which only the standard_normal "
                 f"prior has. Received: prior={prior!r}, free_bits={free_bits}"
             )
         if int(latent_dim) < 1:
-            raise ValueError(
+            raise UsageError(
                 "Invalid value received for argument `latent_dim`. Expected a "
                 f"positive integer. Received: latent_dim={latent_dim}"
             )
         if float(beta) < 0:
-            raise ValueError(
+            raise UsageError(
                 "Invalid value received for argument `beta`. Expected a float "
                 f">= 0. Received: beta={beta}"
             )
@@ -140,27 +153,26 @@ class VAE(keras.Model):
         self.free_bits = float(free_bits)
         self.prior_components = prior_components
         self.num_classes = int(num_classes)
+        self.architecture = architecture
+        self.hidden_units = int(hidden_units)
         self._likelihood = likelihoods.get_likelihood(likelihood)
 
         # === Layers ===
         # The networks follow this model's policy, not the global one, so a
         # reloaded mixed-precision model computes the way it was trained.
-        self.encoder = networks.build_encoder(
-            self.image_shape,
-            self.latent_dim,
-            self.base_filters,
-            self.num_classes,
-            dtype=self.dtype_policy,
+        width = getattr(self, self._architecture.width_argument)
+        self.encoder = encoder or self._architecture.build_encoder(
+            self.image_shape, self.latent_dim, width, self.num_classes, dtype=self.dtype_policy
         )
-        self.decoder = networks.build_decoder(
+        self.decoder = decoder or self._architecture.build_decoder(
             self.image_shape,
             self.latent_dim,
             self._likelihood.params_per_channel,
-            self.base_filters,
+            width,
             self.num_classes,
             dtype=self.dtype_policy,
         )
-        self.prior_layer = priors.get_prior(
+        self.prior_layer = prior_layer or priors.get_prior(
             prior, self.latent_dim, self.image_shape, prior_components
         )
         if hasattr(self.prior_layer, "bind"):  # the VampPrior encodes pseudo-inputs
@@ -173,7 +185,8 @@ class VAE(keras.Model):
         self.build()
 
     def build(self, input_shape=None):
-        self.prior_layer.build(None)
+        if not self.prior_layer.built:  # a prior shared by `with_decoder` is built
+            self.prior_layer.build(None)
         self.built = True
 
     # --- distributions ---------------------------------------------------
@@ -188,7 +201,7 @@ class VAE(keras.Model):
         if not self.num_classes:
             return None
         if labels is None:
-            raise ValueError(
+            raise UsageError(
                 f"This VAE is conditional (num_classes={self.num_classes}): pass `labels`, "
                 "integers in [0, num_classes), one per image."
             )
@@ -196,7 +209,7 @@ class VAE(keras.Model):
         if tf.executing_eagerly() and tf.size(labels) > 0:
             low, high = int(tf.reduce_min(labels)), int(tf.reduce_max(labels))
             if low < 0 or high >= self.num_classes:
-                raise ValueError(
+                raise UsageError(
                     f"Label out of range: expected integers in [0, {self.num_classes}). "
                     f"Received: labels from {low} to {high}"
                 )
@@ -214,7 +227,7 @@ class VAE(keras.Model):
         inputs = self._with_condition(images, self.one_hot(labels))
         params = tf.cast(self.encoder(inputs, training=training), tf.float32)
         mean, raw_log_var = tf.split(params, 2, axis=-1)
-        log_var = tf.clip_by_value(raw_log_var, LOG_VAR_MIN, LOG_VAR_MAX)
+        log_var = tf.clip_by_value(raw_log_var, *self._architecture.log_var_range)
         return mean, log_var
 
     def posterior(self, mean, log_var) -> tfd.Distribution:
@@ -224,18 +237,10 @@ class VAE(keras.Model):
     def prior_distribution(self) -> tfd.Distribution:
         return self.prior_layer.distribution()
 
-    def likelihood_distribution(
-        self, z, training=False, labels=None, decoder=None
-    ) -> tfd.Distribution:
-        """p(x|z): a TFP distribution with event shape `image_shape`.
-
-        `decoder` computes the likelihood parameters instead of
-        `self.decoder`: the same function in another form, such as
-        `networks.fused_for_inference(self.decoder)`.
-        """
+    def likelihood_distribution(self, z, training=False, labels=None) -> tfd.Distribution:
+        """p(x|z): a TFP distribution with event shape `image_shape`."""
         inputs = self._with_condition(z, self.one_hot(labels))
-        decoder = self.decoder if decoder is None else decoder
-        return self._likelihood.distribution(decoder(inputs, training=training))
+        return self._likelihood.distribution(self.decoder(inputs, training=training))
 
     def decode(self, z, training=False, labels=None) -> dict:
         """Latents `(batch, latent_dim)` -> `{"mean", "logits"}`.
@@ -279,6 +284,10 @@ class VAE(keras.Model):
         Returns:
             dict of float32 `(batch,)` tensors: `loss`, `reconstruction`, `kl`.
         """
+        return self._elbo_terms(images, sample, training, labels)[0]
+
+    def _elbo_terms(self, images, sample, training, labels):
+        """`negative_elbo`'s terms and the posterior parameters `(mean, log_var)`."""
         images = tf.cast(images, tf.float32)
         mean, log_var = self.encode(images, training, labels)
         posterior = self.posterior(mean, log_var)
@@ -288,7 +297,7 @@ class VAE(keras.Model):
         terms = {"loss": reconstruction + kl, "reconstruction": reconstruction, "kl": kl}
         if self.free_bits:  # closed form against N(0, I), per dimension
             terms["kl_per_dim"] = 0.5 * (tf.exp(log_var) + mean**2 - 1.0 - log_var)
-        return terms
+        return terms, (mean, log_var)
 
     def reconstruct(self, images, labels=None):
         """Images -> the likelihood mean decoded from the posterior mean."""
@@ -335,18 +344,13 @@ class VAE(keras.Model):
         progress = tf.cast(self.optimizer.iterations, tf.float32) / self.kl_warmup_steps
         return self.beta * tf.minimum(1.0, progress)
 
-    def log_importance_weights(self, images, num_samples, labels=None, decoder=None):
-        """log p(x|z_k) + log p(z_k) - log q(z_k|x) for k samples: `(k, batch)`.
-
-        `decoder`: as in `likelihood_distribution`.
-        """
+    def log_importance_weights(self, images, num_samples, labels=None):
+        """log p(x|z_k) + log p(z_k) - log q(z_k|x) for k samples: `(k, batch)`."""
         images = tf.cast(images, tf.float32)
         mean, log_var = self.encode(images, False, labels)
-        return self._log_weights(images, mean, log_var, num_samples, labels=labels, decoder=decoder)
+        return self._log_weights(images, mean, log_var, num_samples, labels=labels)
 
-    def _log_weights(
-        self, images, mean, log_var, num_samples, training=False, labels=None, decoder=None
-    ):
+    def _log_weights(self, images, mean, log_var, num_samples, training=False, labels=None):
         posterior = self.posterior(mean, log_var)
         z = posterior.sample(num_samples, seed=self.next_seed())  # (k, batch, latent)
         flat = tf.reshape(z, [-1, self.latent_dim])  # (k * batch, latent)
@@ -356,15 +360,15 @@ class VAE(keras.Model):
         )
         if labels is not None:  # the same label for each of an image's k samples
             labels = tf.reshape(tf.tile(tf.reshape(labels, [1, -1]), [num_samples, 1]), [-1])
-        log_px = self.likelihood_distribution(flat, training, labels, decoder).log_prob(tiled)
+        log_px = self.likelihood_distribution(flat, training, labels).log_prob(tiled)
         log_px = tf.reshape(log_px, [num_samples, -1])
         return log_px + self.prior_distribution().log_prob(z) - posterior.log_prob(z)
 
-    def _objective(self, images, terms, labels=None):
+    def _objective(self, images, terms, posterior_params, labels=None):
         """Per-example training objective (nats) for the configured options."""
         if self.objective == "iwae":
             images = tf.cast(images, tf.float32)
-            mean, log_var = self.encode(images, True, labels)
+            mean, log_var = posterior_params  # the step's one encoding
             weights = self._log_weights(images, mean, log_var, self.iw_k, True, labels)
             return -(tf.reduce_logsumexp(weights, axis=0) - tf.math.log(float(self.iw_k)))
         kl = terms["kl"]
@@ -377,8 +381,8 @@ class VAE(keras.Model):
     def train_step(self, data):
         images, labels = _split(data)
         with tf.GradientTape() as tape:
-            terms = self.negative_elbo(images, sample=True, training=True, labels=labels)
-            objective = self._objective(images, terms, labels)
+            terms, posterior_params = self._elbo_terms(images, True, True, labels)
+            objective = self._objective(images, terms, posterior_params, labels)
             # Mean over the *global* batch: Keras sums gradients over replicas.
             loss = tf.nn.compute_average_loss(objective)
             scaled_loss = self.optimizer.scale_loss(loss)
@@ -406,7 +410,23 @@ class VAE(keras.Model):
             "free_bits": self.free_bits,
             "prior_components": self.prior_components,
             "num_classes": self.num_classes,
+            "architecture": self.architecture,
+            "hidden_units": self.hidden_units,
         }
+
+    def with_decoder(self, decoder: keras.Model) -> VAE:
+        """This model with `decoder` in place of its own: the supported seam for
+        another form of the same decoder function (`keras_vae.decoder_forms`).
+
+        The encoder and the prior are shared, not copied, so the new model
+        follows this one's training; `decoder` may share weights too.
+        """
+        return type(self)(
+            **{k: v for k, v in self.get_config().items() if k not in ("name", "trainable")},
+            encoder=self.encoder,
+            decoder=decoder,
+            prior_layer=self.prior_layer,
+        )
 
 
 def _split(data):

@@ -1,0 +1,97 @@
+"""keras_vae/networks.py: the architectures, GatedDense, and a gated_mlp VAE end to end."""
+
+import keras
+import numpy as np
+import pytest
+import scipy.special
+import tensorflow as tf
+from conftest import assert_saving_round_trip, random_images
+
+from export import runner
+from export.writer import export_all
+from keras_vae import evaluate, networks
+from keras_vae.optimizers import AdamNormGrad
+from keras_vae.vae import VAE
+
+
+def test_gated_dense_is_the_papers_formula():
+    layer = networks.GatedDense(5)
+    x = np.random.default_rng(0).normal(size=(3, 7)).astype(np.float32)
+    got = layer(x).numpy()
+    w, b, v, c = (t.numpy() for t in (layer.kernel, layer.bias, layer.gate_kernel, layer.gate_bias))
+    # Non-zero biases, so that b and c are checked too.
+    layer.bias.assign(np.full(5, 0.3, np.float32))
+    layer.gate_bias.assign(np.full(5, -0.2, np.float32))
+    b, c = layer.bias.numpy(), layer.gate_bias.numpy()
+    got = layer(x).numpy()
+    want = (x @ w + b) * scipy.special.expit(x @ v + c)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # He initialisation: the kernel's spread follows sqrt(2 / fan_in).
+    big = networks.GatedDense(400)
+    big.build((None, 800))
+    assert abs(np.std(big.kernel.numpy()) / np.sqrt(2 / 800) - 1) < 0.15
+
+
+@pytest.mark.parametrize(
+    "likelihood, prior, classes",
+    [
+        ("bernoulli", "standard_normal", 0),
+        ("gaussian", "vamp", 0),
+        ("continuous_bernoulli", "mixture", 3),
+    ],
+)
+def test_gated_mlp_vae_trains_and_round_trips(likelihood, prior, classes, tmp_path):
+    model = VAE(
+        architecture="gated_mlp",
+        hidden_units=32,
+        latent_dim=5,
+        likelihood=likelihood,
+        prior=prior,
+        prior_components=4,
+        num_classes=classes,
+        seed=0,
+    )
+    assert [type(layer).__name__ for layer in model.encoder.layers].count("GatedDense") == 2
+    images = random_images(64)
+    labels = np.arange(64) % classes if classes else None
+    model.compile(AdamNormGrad(1e-3))
+    data = (images, labels) if classes else images
+    model.fit(tf.data.Dataset.from_tensor_slices(data).batch(32), epochs=1, verbose=0)
+    inputs = (images[:4], labels[:4]) if classes else images[:4]
+    reloaded = assert_saving_round_trip(model, inputs, tmp_path)
+    assert isinstance(reloaded.optimizer, AdamNormGrad)
+    _, log_var = model.encode(images[:4] * 0, labels=None if not classes else labels[:4])
+    assert -6.0 <= float(tf.reduce_min(log_var)) and float(tf.reduce_max(log_var)) <= 2.0
+
+
+def test_adam_norm_grad_takes_steps_of_adams_size_whatever_the_gradient_scale():
+    moved = []
+    for scale in (1e-4, 1e4):
+        v = keras.Variable(np.ones(3, np.float32))
+        opt = AdamNormGrad(0.1)
+        opt.apply([tf.constant([3.0, 4.0, 0.0]) * scale], [v])
+        moved.append(v.numpy())
+    np.testing.assert_allclose(moved[0], moved[1], rtol=1e-5)
+    assert moved[0][0] < 1.0 and moved[0][2] == 1.0
+
+
+def test_gated_mlp_exports_the_same_signatures(tmp_path):
+    model = VAE(architecture="gated_mlp", hidden_units=32, latent_dim=4, seed=0)
+    images = (random_images(40, seed=1) * 255).astype(np.uint8)
+    paths = export_all(model, str(tmp_path), "vae", images)
+    z = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    want = model.decode(z)["mean"].numpy()
+    x = images[:3].astype(np.float32) / 255.0
+    score = model.negative_elbo(x, sample=False)["loss"].numpy()
+    for path in (paths["saved_model"], paths["tflite"]["float32"]):
+        opened = runner.open_model(path)
+        np.testing.assert_allclose(opened.run("decode", {"z": z})["mean"], want, atol=1e-5)
+        got = opened.run("score", {"images": images[:3]})["negative_elbo"]
+        np.testing.assert_allclose(got, score, rtol=1e-5)
+
+
+def test_gated_mlp_iw_bound_is_below_its_elbo():
+    model = VAE(architecture="gated_mlp", hidden_units=32, latent_dim=4, seed=0)
+    result = evaluate.evaluate(model, random_images(20), iw_samples=50, verbose=0)
+    assert result["iw_nll_nats"] < result["negative_elbo_nats"]
+    assert result["num_images"] == 20
