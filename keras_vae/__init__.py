@@ -1,13 +1,14 @@
-"""keras-vae: variational autoencoders in Keras 3 with TFP distributions."""
+"""keras-vae: variational autoencoders in Keras 3 with TFP distributions.
 
-import warnings
+`import keras_vae` imports the model (TensorFlow, TFP) and registers its
+classes, so that `keras.models.load_model` reloads a saved `VAE`. The one
+exception is the start of the package's own command lines: they parse their
+flags, and answer `--help`, before TensorFlow loads, and import the model
+themselves afterwards; until then the names below load on first use.
+"""
 
-# TFP imports distutils; keep that noise out of users' logs and of pytest.
-warnings.filterwarnings("ignore", category=DeprecationWarning, module="tensorflow_probability")
-
-from keras_vae.likelihoods import available_likelihoods, register_likelihood  # noqa: E402
-from keras_vae.priors import available_priors, register_prior  # noqa: E402
-from keras_vae.vae import VAE  # noqa: E402
+import os
+import sys
 
 __version__ = "0.1.0"
 __all__ = [
@@ -17,3 +18,37 @@ __all__ = [
     "register_likelihood",
     "register_prior",
 ]
+_HOMES = {
+    "VAE": "keras_vae.vae",
+    "available_likelihoods": "keras_vae.likelihoods",
+    "register_likelihood": "keras_vae.likelihoods",
+    "available_priors": "keras_vae.priors",
+    "register_prior": "keras_vae.priors",
+}
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SCRIPTS = {os.path.join(_REPO, *name) for name in [("train.py",), ("export", "__main__.py")]}
+
+
+def _starting_a_command_line() -> bool:
+    """`python -m keras_vae.X` (argv[0] is "-m" while Python finds X), a
+    `keras-vae-*` console script, the repository's train.py or `python -m export`."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    return (
+        argv0 == "-m"
+        or os.path.basename(argv0).startswith("keras-vae")
+        or os.path.abspath(argv0) in _SCRIPTS
+    )
+
+
+def __getattr__(name):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'keras_vae' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_HOMES[name]), name)
+
+
+if not _starting_a_command_line():
+    from keras_vae.likelihoods import available_likelihoods, register_likelihood  # noqa: E402
+    from keras_vae.priors import available_priors, register_prior  # noqa: E402
+    from keras_vae.vae import VAE  # noqa: E402

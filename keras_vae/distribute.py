@@ -22,7 +22,10 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
+from keras_vae import choices
+from keras_vae.errors import UsageError
+
+STRATEGIES = choices.STRATEGIES
 
 
 def split_cpu(num_devices: int) -> None:
@@ -35,7 +38,7 @@ def split_cpu(num_devices: int) -> None:
     except RuntimeError:
         current = len(tf.config.list_logical_devices("CPU"))
         if current != num_devices:
-            raise ValueError(
+            raise UsageError(
                 f"Cannot split the CPU into {num_devices} devices: TensorFlow has already "
                 f"started with {current}. Set --logical-cpus before anything else runs."
             ) from None
@@ -49,7 +52,7 @@ def parse_tf_config() -> dict:
         '"task": {"type": "worker", "index": 0}}\''
     )
     if not raw:
-        raise ValueError(
+        raise UsageError(
             f"`--strategy multi_worker` needs the TF_CONFIG environment variable, {example}."
         )
     try:
@@ -57,16 +60,16 @@ def parse_tf_config() -> dict:
         workers = config["cluster"]["worker"]
         task_type, index = config["task"]["type"], int(config["task"]["index"])
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(
+        raise UsageError(
             f"Malformed TF_CONFIG ({type(e).__name__}: {e}); expected {example}."
         ) from None
     if not isinstance(workers, list) or not workers:
-        raise ValueError(
+        raise UsageError(
             f"Malformed TF_CONFIG: cluster.worker must be a non-empty list; {example}."
         )
     known = config["cluster"].get(task_type)
     if known is None or not 0 <= index < len(known):
-        raise ValueError(
+        raise UsageError(
             f"Malformed TF_CONFIG: task {task_type}:{index} is not in the cluster "
             f"{sorted(config['cluster'])}; {example}."
         )
@@ -76,7 +79,7 @@ def parse_tf_config() -> dict:
 def make_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
     """The strategy called `name` (see the module docstring)."""
     if name not in STRATEGIES:
-        raise ValueError(
+        raise UsageError(
             f"Invalid value received for `--strategy`. Expected one of {list(STRATEGIES)}. "
             f"Received: {name!r}"
         )
@@ -99,7 +102,7 @@ def make_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
             d.name for d in tf.config.list_logical_devices("CPU")
         ]
         if len(devices) < 2:
-            raise ValueError(
+            raise UsageError(
                 f"`--strategy mirrored` needs at least 2 devices; this machine has "
                 f"{len(devices)} ({', '.join(devices)}). Use `--strategy default`, or "
                 "`--logical-cpus 2` to exercise mirrored training on one CPU."
@@ -111,7 +114,7 @@ def make_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
         return tf.distribute.MultiWorkerMirroredStrategy()
     address = tpu or os.environ.get("TPU_NAME")
     if not address:
-        raise ValueError(
+        raise UsageError(
             "`--strategy tpu` needs a TPU: pass `--tpu local` on a Cloud TPU VM, or "
             "`--tpu NAME_OR_GRPC_ADDRESS` (or set TPU_NAME)."
         )
@@ -122,7 +125,7 @@ def make_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as e:
-        raise ValueError(f"No TPU found at {address!r}: {e}") from None
+        raise UsageError(f"No TPU found at {address!r}: {e}") from None
     return tf.distribute.TPUStrategy(resolver)
 
 
@@ -165,7 +168,7 @@ def check_batch_size(batch_size: int, strategy) -> int:
     """The per-replica batch, or an error if the global batch does not split."""
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:
-        raise ValueError(
+        raise UsageError(
             f"`--batch-size {batch_size}` does not split over {replicas} replicas. Pass a "
             f"multiple of {replicas}, e.g. {max(replicas, batch_size // replicas * replicas)}."
         )

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import functools
 
-import tensorflow as tf
+from keras_vae import choices
 
-POLICIES = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+POLICIES = choices.PRECISIONS
 
 
 @functools.lru_cache(maxsize=1)
@@ -35,6 +35,8 @@ def resolve(name: str, strategy=None) -> str:
     """The concrete policy for `name` (`auto` is resolved for this machine)."""
     if name != "auto":
         return name
+    import tensorflow as tf  # here, not at the top: `--help` runs without TensorFlow
+
     if strategy is not None and isinstance(strategy, tf.distribute.TPUStrategy):
         return "mixed_bfloat16"
     gpus = tf.config.list_physical_devices("GPU")

@@ -1,0 +1,26 @@
+"""The closed sets of names a user picks from, in one place with no imports.
+
+The command lines build their `--help` and check their flags from these
+before TensorFlow loads; the modules that implement each choice import the
+same tuple (the likelihood and prior registries are checked against theirs
+by `tests/test_config.py`).
+"""
+
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
+OBJECTIVES = ("elbo", "iwae")
+BINARIZE_MODES = ("none", "dynamic", "static")
+ARCHITECTURES = ("conv", "gated_mlp")
+# The built-in entries of the likelihood and prior registries.
+LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
+PRIORS = ("mixture", "standard_normal", "vamp")
+PICTURES = (
+    "samples",
+    "reconstructions",
+    "traversals",
+    "interpolations",
+    "manifold",
+    "latent_space",
+    "curves",
+    "anomaly",
+)

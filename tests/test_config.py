@@ -1,0 +1,152 @@
+"""keras_vae/config.py and keras_vae/choices.py: flags, protocols, ranges."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+from keras_vae import choices, config, networks
+from keras_vae.errors import UsageError
+
+
+def test_literature_protocol_sets_its_flags():
+    c = config.TrainConfig.from_flags(protocol="literature")
+    assert (c.binarize, c.train_split, c.validation_split) == (
+        "dynamic",
+        "train[:50000]",
+        "train[50000:]",
+    )
+    assert (c.iw_samples, c.iw_images, c.early_stopping) == (5000, 0, 20)
+    v = config.TrainConfig.from_flags(protocol="vampprior")
+    assert (v.architecture, v.latent_dim, v.batch_size, v.learning_rate) == (
+        "gated_mlp",
+        40,
+        100,
+        5e-4,
+    )
+    assert v.normalize_gradients and v.kl_warmup_epochs == 100 and v.early_stopping == 50
+
+
+# One explicit value per flag a protocol sets, different from the protocol's.
+_EXPLICIT = {
+    "binarize": "static",
+    "train_split": "train[:1000]",
+    "validation_split": "train[1000:2000]",
+    "early_stopping": 0,
+    "iw_samples": 100,
+    "iw_images": 500,
+    "architecture": "conv",
+    "latent_dim": 8,
+    "hidden_units": 64,
+    "batch_size": 64,
+    "learning_rate": 1e-3,
+    "normalize_gradients": False,
+    "kl_warmup_epochs": 2.0,
+    "epochs": 3,
+}
+
+
+@pytest.mark.parametrize(
+    "protocol, flag",
+    [(p, f) for p in ("literature", "vampprior") for f in sorted(config.PROTOCOLS[p])],
+)
+def test_an_explicit_flag_wins_over_the_protocol(protocol, flag):
+    assert config.PROTOCOLS[protocol][flag] != _EXPLICIT[flag]
+    argv = ["--protocol", protocol, f"--{flag.replace('_', '-')}"]
+    if isinstance(_EXPLICIT[flag], bool):
+        argv[-1] = f"--{'' if _EXPLICIT[flag] else 'no-'}{flag.replace('_', '-')}"
+    else:
+        argv.append(str(_EXPLICIT[flag]))
+    parsed = config.parse_config(argv)
+    assert getattr(parsed, flag) == _EXPLICIT[flag]
+
+
+def test_every_protocol_names_real_flags_with_valid_values():
+    fields = {f.name for f in dataclasses.fields(config.TrainConfig)}
+    for name, defaults in config.PROTOCOLS.items():
+        assert set(defaults) <= fields, name
+        config.TrainConfig.from_flags(protocol=name)  # checks every value
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--learning-rate", "nan"], "`--learning-rate`. Expected a finite number"),
+        (["--beta", "nan"], "`--beta`. Expected a finite number"),
+        (["--beta", "inf"], "`--beta`. Expected a finite number"),
+        (["--kl-warmup-epochs", "-1"], "`--kl-warmup-epochs`. Expected a value >= 0"),
+        (["--learning-rate", "0"], "`--learning-rate`. Expected a value > 0"),
+        (["--clipnorm", "0"], "`--clipnorm`. Expected a value > 0"),
+        (["--iw-k", "0"], "`--iw-k`. Expected a value >= 1"),
+        (["--batch-size", "0"], "`--batch-size`. Expected a value >= 1"),
+        (["--iw-images", "-5"], "`--iw-images`. Expected a value >= 0"),
+        (["--early-stopping", "3"], "`--early-stopping` needs `--validation-split`"),
+    ],
+)
+def test_bad_values_are_refused_with_the_flag_and_the_range(argv, message):
+    with pytest.raises(UsageError, match=message):
+        config.parse_config(argv)
+
+
+def test_a_saved_config_with_unknown_keys_or_bad_json_is_named(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"latent_dim": 4, "colour": "red"}))
+    with pytest.raises(UsageError, match=r"unknown keys \['colour'\]"):
+        config.TrainConfig.from_json_file(str(path))
+    path.write_text('{"latent_dim": ')
+    with pytest.raises(UsageError, match="config.json is not valid JSON"):
+        config.TrainConfig.from_json_file(str(path))
+    path.write_text(json.dumps({"latent_dim": "four"}))
+    with pytest.raises(UsageError, match="`--latent-dim`. Expected a value of type int"):
+        config.TrainConfig.from_json_file(str(path))
+
+
+def test_the_cli_choices_are_the_registries():
+    from keras_vae import likelihoods, priors, visualize
+
+    assert choices.LIKELIHOODS == tuple(likelihoods.available_likelihoods())
+    assert choices.PRIORS == tuple(priors.available_priors())
+    assert choices.ARCHITECTURES == tuple(networks.ARCHITECTURES)
+    assert choices.PICTURES == tuple(visualize.PICTURES)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train.py"],
+        ["-m", "keras_vae.evaluate"],
+        ["-m", "keras_vae.visualize"],
+        ["-m", "export"],
+        ["serve_signature.py"],
+    ],
+)
+def test_help_loads_no_tensorflow(command):
+    # `-X importtime` lists every module the process imported.
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", *command, "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
+    assert imported  # importtime wrote its table
+    for heavy in ("tensorflow", "tensorflow_probability", "tensorflow_datasets", "keras"):
+        assert heavy not in imported, f"{' '.join(command)} --help imported {heavy}"
+
+
+def test_importing_the_package_loads_no_tfds_and_registers_the_model():
+    code = (
+        "import sys, keras_vae, keras; "
+        "print('tensorflow_datasets' in sys.modules, "
+        "keras.saving.get_registered_object('keras_vae>VAE') is keras_vae.VAE)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/"
+    )
+    assert out.stdout.split() == ["False", "True"], out.stderr[-2000:]
