@@ -4,7 +4,7 @@
 
 For float32 and mixed_bfloat16, and for the decoder as Keras builds it and
 in the fused inference form that `keras_vae.evaluate` uses on CPU
-(`keras_vae.networks.fused_for_inference`), it times the compiled
+(`keras_vae.decoder_forms.fused_for_inference`), it times the compiled
 `log_importance_weights` step on `--images` x `--samples` decoder passes per
 call, in alternating windows in one process. It prints the median passes/s of
 each, the time that projects to for the K=1000 bound on 10,000 test images
@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_vae import networks, precision, training  # noqa: E402
+from keras_vae import decoder_forms, precision, runs  # noqa: E402
 from keras_vae.vae import VAE  # noqa: E402
 
 PASSES_IN_TABLE_EVALUATION = 10_000 * 1_000
@@ -43,7 +43,7 @@ def main():
     args = parser.parse_args()
 
     if args.run:
-        _, model = training.load_run(args.run)
+        _, model = runs.load_run(args.run)
     else:
         model = VAE(seed=0)
         model.build()
@@ -55,15 +55,13 @@ def main():
     steps = {}
     for policy in ("float32", "mixed_bfloat16"):
         copy = precision.with_policy(model, policy)
-        for form, decoder in (
-            ("keras", copy.decoder),
-            ("fused", networks.fused_for_inference(copy.decoder)),
+        for form, variant in (
+            ("keras", copy),
+            ("fused", copy.with_decoder(decoder_forms.fused_for_inference(copy.decoder))),
         ):
-            step = tf.function(
-                lambda x, k, m=copy, d=decoder: m.log_importance_weights(x, k, decoder=d)
-            )
+            step = tf.function(variant.log_importance_weights)
             step(images, samples)  # trace and compile
-            steps[(policy, form)] = (step, copy)
+            steps[(policy, form)] = (step, variant)
 
     rates = {key: [] for key in steps}
     for _ in range(args.windows):

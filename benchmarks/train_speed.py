@@ -17,8 +17,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 
-from keras_vae import training  # noqa: E402
-from keras_vae.config import PRECISIONS, TrainConfig  # noqa: E402
+from keras_vae import inputs, runs, training  # noqa: E402
+from keras_vae.choices import PRECISIONS  # noqa: E402
+from keras_vae.config import TrainConfig  # noqa: E402
 
 WARMUP_STEPS = 20
 
@@ -60,8 +61,9 @@ def main():
     )
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(config.mixed_precision)
-    train, test, _, _, info, image_shape = training.load_datasets(config)
-    model = training.build_model(config, image_shape)
+    datasets = inputs.load_datasets(config)
+    train, test, info = datasets.train, datasets.test, datasets.info
+    model = training.build_model(config, datasets.image_shape)
     timer = StepTimer()
     started = time.perf_counter()
     model.fit(train, epochs=config.epochs, callbacks=[timer], verbose=2, shuffle=False)
@@ -76,7 +78,7 @@ def main():
         "train_wall_seconds": round(wall, 1),
         "test_negative_elbo_nats": round(float(test_metrics["loss"]), 2),
         "data_source": info.source,
-        "versions": training.versions(),
+        "versions": runs.versions(),
     }
     print(json.dumps(result, indent=2))
 

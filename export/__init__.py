@@ -1,94 +1,22 @@
 """Deployment: a SavedModel for TF Serving and TFLite files for LiteRT.
 
-Example:
+- `writer.py`: `export_all`, one version of every format.
+- `saved_model.py`, `tflite.py`: one format each.
+- `signatures.py`: the signature functions both formats share.
+- `runner.py`: one checked runner for a SavedModel or a `.tflite` (LiteRT
+  without TensorFlow).
 
-```python
-import keras, keras_vae
-from export import export_all
-model = keras.models.load_model("runs/RUN/model.keras")
-paths = export_all(model, "runs/RUN", model_name="vae", images=test_images_uint8)
-# paths["saved_model"] == "runs/RUN/saved_model/vae/1"
-# paths["tflite"]["float16"] == "runs/RUN/tflite/vae/1/vae_float16.tflite"
-```
+This file only re-exports, lazily: `export.runner` must load without
+TensorFlow.
 """
 
-from __future__ import annotations
 
-import os
-import tempfile
+def __getattr__(name):
+    if name == "export_all":
+        from export.writer import export_all
 
-import numpy as np
-
-
-def export_all(
-    model, out_dir: str, model_name: str = "vae", images=None, tflite: bool = True
-) -> dict:
-    """Exports the next SavedModel version and, optionally, the TFLite files.
-
-    Args:
-        model: a `keras_vae.VAE`.
-        out_dir: str. Gets `saved_model/<model_name>/<version>/` and
-            `tflite/<model_name>/<version>/*.tflite`.
-        model_name: str. The name TF Serving serves the model under.
-        images: uint8 `(n, H, W, C)` real images: the warm-up requests and the
-            int8 decoder's calibration data (their posterior means). Required
-            when `tflite` is True.
-        tflite: bool. Also write the `.tflite` files. Defaults to `True`.
-    """
-    from export import saved_model
-    from export import tflite as tflite_lib
-    from keras_vae.precision import with_policy
-
-    if tflite and images is None:
-        raise ValueError(
-            "The int8 decoder is calibrated on real images: pass `images` "
-            "(uint8, shape (n, H, W, C)) or export with tflite=False."
-        )
-    if images is not None:
-        images = np.asarray(images)
-        if images.dtype != np.uint8 or images.shape[1:] != tuple(model.image_shape):
-            raise ValueError(
-                f"Expected uint8 images of shape (n, {', '.join(map(str, model.image_shape))}) "
-                f"for calibration. Received: dtype={images.dtype}, shape={images.shape}"
-            )
-    # Exports never carry bfloat16/float16 ops: TFLite has no bfloat16
-    # kernels, and scores should not depend on how the model was trained.
-    model = with_policy(model, "float32")
-    version_dir = saved_model.export_saved_model(
-        model, os.path.join(out_dir, "saved_model", model_name), warmup_images=images
-    )
-    paths = {"saved_model": version_dir}
-    if tflite:
-        labels = None
-        if model.num_classes:  # calibration only needs typical latents: cycle the classes
-            labels = np.arange(len(images)) % model.num_classes
-        z_mean, _ = model.encode(images.astype(np.float32) / 255.0, labels=labels)
-        # Versioned like the SavedModel: never overwritten.
-        version = os.path.basename(version_dir)
-        with tempfile.TemporaryDirectory(prefix="keras_vae_tflite_") as source:
-            # The same signatures, the decoder in its convolution form (faster
-            # in LiteRT, slower in TF Serving at large batches).
-            saved_model.build_archive(_with_convolution_decoder(model)).write_out(
-                source, verbose=False
-            )
-            paths["tflite"] = tflite_lib.export_tflite(
-                source,
-                os.path.join(out_dir, "tflite", model_name, version),
-                z_mean.numpy(),
-                model.num_classes,
-                model.prior_layer.is_mixture,
-            )
-    return paths
+        return export_all
+    raise AttributeError(f"module 'export' has no attribute {name!r}")
 
 
-def _with_convolution_decoder(model):
-    """A copy of `model` whose decoder has no transposed convolution
-    (`keras_vae.networks.as_convolutions`): the same function."""
-    from keras_vae import networks
-
-    copy = type(model).from_config(model.get_config())
-    copy.set_weights(model.get_weights())
-    # The built model's layer tracking is locked; the export traces its
-    # functions and captures the new decoder's variables from there.
-    object.__setattr__(copy, "decoder", networks.as_convolutions(copy.decoder))
-    return copy
+__all__ = ["export_all"]

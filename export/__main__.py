@@ -7,7 +7,10 @@ import json
 import os
 import sys
 
-CALIBRATION_IMAGES = 200
+import numpy as np
+
+from keras_vae import cli
+from keras_vae.errors import UsageError
 
 
 def build_parser():
@@ -35,58 +38,43 @@ def build_parser():
     return parser
 
 
-def resolve_model_path(path: str) -> tuple[str, str | None]:
-    """(`.keras` file, run directory or None) for a run directory or a file."""
-    if os.path.isdir(path):
-        model_file = os.path.join(path, "model.keras")
-        if not os.path.isfile(model_file):
-            raise ValueError(
-                f"{path} holds no model.keras: is it a finished train.py run directory? "
-                "Pass the run directory or a .keras file to --model."
-            )
-        return model_file, path
-    if path.endswith(".keras") and os.path.isfile(path):
-        return path, None
-    raise ValueError(f"--model {path}: no such run directory or .keras file.")
-
-
-def calibration_images(args, run_dir, model):
-    import numpy as np
+def calibration_images(args, run_dir):
+    """uint8 images for the warm-up file and the int8 calibration, or None."""
+    from keras_vae import data, inputs, runs  # TensorFlow: after the flags
+    from keras_vae.config import TrainConfig
 
     if args.calibration_images:
         return np.load(args.calibration_images)
     if run_dir is None:
         if args.no_tflite:
             return None
-        raise ValueError(
+        raise UsageError(
             "A bare .keras file does not say which data it was trained on: pass "
             "--calibration-images images.npy (uint8, n x H x W x C) or --no-tflite."
         )
-    from keras_vae import training
-    from keras_vae.config import TrainConfig
-
-    config = TrainConfig.from_json_file(os.path.join(run_dir, training.CONFIG_FILE))
-    return training.to_uint8(training.load_test_examples(config, CALIBRATION_IMAGES)[0])
+    config = TrainConfig.from_json_file(os.path.join(run_dir, runs.CONFIG_FILE))
+    images = inputs.load_test_examples(config, inputs.EXPORT_CALIBRATION_IMAGES)[0]
+    return data.to_uint8(images)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        model_file, run_dir = resolve_model_path(args.model)
+
+    def work():
+        # TensorFlow loads here, after the flags: a fast --help.
         import keras
 
-        import keras_vae  # noqa: F401  (registers VAE for load_model)
-        from export import export_all
+        from export.writer import export_all
+        from keras_vae import runs
 
+        model_file, run_dir = runs.resolve_model_path(args.model)
         model = keras.models.load_model(model_file)
-        images = calibration_images(args, run_dir, model)
+        images = calibration_images(args, run_dir)
         out_dir = args.output_dir or run_dir or os.path.dirname(os.path.abspath(model_file))
         paths = export_all(model, out_dir, args.model_name, images, tflite=not args.no_tflite)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(paths, indent=2))
-    return 0
+        print(json.dumps(paths, indent=2))
+
+    return cli.run(work)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_vae.data import to_unit_interval
+
 SIGNATURE_NAMES = (
     "serving_default",
     "decode",
@@ -35,10 +37,6 @@ SIGNATURE_NAMES = (
     "generate_from_noise",
     "score",
 )
-
-
-def _to_unit_interval(images):
-    return tf.cast(images, tf.float32) / 255.0
 
 
 def signature_functions(model) -> dict:
@@ -52,7 +50,7 @@ def signature_functions(model) -> dict:
     # `labels` is None for an unconditional model; a conditional one's
     # signatures take it as a last input (one int32 class per image).
     def encode(images, labels=None):
-        z_mean, z_log_var = model.encode(_to_unit_interval(images), labels=labels)
+        z_mean, z_log_var = model.encode(to_unit_interval(images), labels=labels)
         noise = tf.random.normal(tf.shape(z_mean))
         return {
             "z_mean": z_mean,
@@ -64,7 +62,7 @@ def signature_functions(model) -> dict:
         return model.decode(z, labels=labels)
 
     def reconstruct(images, labels=None):
-        return {"reconstruction": model.reconstruct(_to_unit_interval(images), labels)}
+        return {"reconstruction": model.reconstruct(to_unit_interval(images), labels)}
 
     def generate_from_noise(noise, labels=None):
         z = model.prior_layer.from_noise(noise)  # the standard normal prior: z = noise
@@ -87,7 +85,7 @@ def signature_functions(model) -> dict:
         return generate_for(tf.size(labels), labels)
 
     def score(images, labels=None):
-        terms = model.negative_elbo(_to_unit_interval(images), sample=False, labels=labels)
+        terms = model.negative_elbo(to_unit_interval(images), sample=False, labels=labels)
         return {
             "negative_elbo": terms["loss"],
             "reconstruction": terms["reconstruction"],

@@ -2,7 +2,7 @@
 
 From the model's signatures, exported with the decoder's transposed
 convolutions rewritten as convolutions + depth_to_space
-(`keras_vae.networks.as_convolutions`, the same function; LiteRT runs it
+(`keras_vae.decoder_forms.as_convolutions`, the same function; LiteRT runs it
 about 1.6x faster at batch 1):
 - `vae_float32.tflite`: every signature, float32.
 - `vae_float16.tflite`: every signature, float16 weights (half the size; the
@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from export.signatures import SIGNATURE_NAMES
+from keras_vae.runs import atomic_write
 
 INT8_SIGNATURES = ("decode", "generate_from_noise")
 CALIBRATION_SIZE = 200
@@ -38,10 +39,8 @@ def _convert(saved_model_dir, signature_keys, configure=None) -> bytes:
 
 
 def _write(path, content: bytes) -> str:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    with atomic_write(path, "wb") as f:
         f.write(content)
-    os.replace(tmp, path)
     return path
 
 

@@ -27,6 +27,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from keras_vae import choices
+from keras_vae.errors import UsageError
+
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 # sha256 of the *decompressed* official files (Debian's gzip headers differ
 # from upstream's, so the .gz checksums that TFDS registers cannot match).
@@ -54,7 +57,7 @@ FASHION_MNIST_FILES = {
         10000,
     ),
 }
-BINARIZE_MODES = ("none", "dynamic", "static")
+BINARIZE_MODES = choices.BINARIZE_MODES
 
 
 @dataclasses.dataclass
@@ -75,7 +78,7 @@ def _image_and_label_keys(builder, name):
     features = builder.info.features
     images = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
     if not images:
-        raise ValueError(
+        raise UsageError(
             f"Dataset {name!r} has no image feature (its features are "
             f"{sorted(features)}). Choose an image dataset such as "
             "fashion_mnist, mnist, kmnist, cifar10 or celeb_a."
@@ -130,7 +133,7 @@ def _load(name, split, data_dir, download, local_dir):
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as e:
-        raise ValueError(
+        raise UsageError(
             f"Unknown dataset {name!r}: TFDS has no dataset by that name "
             f"({str(e).splitlines()[0]}). Pass a TFDS image dataset name such "
             "as fashion_mnist, mnist, kmnist, cifar10 or celeb_a."
@@ -142,7 +145,7 @@ def _load(name, split, data_dir, download, local_dir):
         source = "tfds"
     except AssertionError:  # TFDS's "could not find data ... not prepared".
         if name != "fashion_mnist" or not os.path.isdir(local_dir):
-            raise ValueError(_not_available_message(name, builder, data_dir)) from None
+            raise UsageError(_not_available_message(name, builder, data_dir)) from None
         ds = _load_local_fashion_mnist(builder, split, local_dir)
         source = local_dir
 
@@ -179,7 +182,7 @@ def _load_local_fashion_mnist(builder, split, local_dir):
     try:
         absolute = instruction.to_absolute(sizes)
     except (ValueError, AssertionError) as e:
-        raise ValueError(
+        raise UsageError(
             f"Invalid split {split!r} for the local Fashion-MNIST files: {e}. "
             f"Expected a TFDS split over {sorted(sizes)}, e.g. 'train[:50000]'."
         ) from None
@@ -212,7 +215,7 @@ def _decompress_verified(path, sha256, out_dir):
         "dataset-fashion-mnist`) or use a prepared TFDS copy via `--data-dir`."
     )
     if not os.path.isfile(path):
-        raise ValueError(f"Missing Fashion-MNIST file {path}.{fix}")
+        raise UsageError(f"Missing Fashion-MNIST file {path}.{fix}")
     target = os.path.join(out_dir, os.path.basename(path)[: -len(".gz")])
     digest = hashlib.sha256()
     try:
@@ -221,9 +224,9 @@ def _decompress_verified(path, sha256, out_dir):
                 digest.update(chunk)
                 dst.write(chunk)
     except (OSError, EOFError) as e:
-        raise ValueError(f"Corrupted Fashion-MNIST file {path} ({e}).{fix}") from None
+        raise UsageError(f"Corrupted Fashion-MNIST file {path} ({e}).{fix}") from None
     if digest.hexdigest() != sha256:
-        raise ValueError(
+        raise UsageError(
             f"Corrupted Fashion-MNIST file {path}: its contents do not match the "
             f"official release (sha256 {digest.hexdigest()}, expected {sha256}).{fix}"
         )
@@ -276,12 +279,12 @@ def pipeline(
         repeat: bool. Repeat forever (then pass `steps_per_epoch` to `fit`).
     """
     if binarize not in BINARIZE_MODES:
-        raise ValueError(
+        raise UsageError(
             "Invalid value received for argument `binarize`. Expected one of "
             f"{list(BINARIZE_MODES)}. Received: binarize={binarize!r}"
         )
     if with_labels and "label" not in ds.element_spec:
-        raise ValueError("This dataset has no label feature; labels were requested.")
+        raise UsageError("This dataset has no label feature; labels were requested.")
     seed = 0 if seed is None else int(seed)
 
     def prepare(index, example):
@@ -312,7 +315,7 @@ def pipeline(
     noise_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
     def to_float(batch, noise_seed):
-        images = tf.cast(batch["image"], tf.float32) / 255.0
+        images = to_unit_interval(batch["image"])
         if binarize == "dynamic":
             uniform = tf.random.stateless_uniform(tf.shape(images), seed=noise_seed)
             images = tf.cast(uniform < images, tf.float32)
@@ -320,3 +323,13 @@ def pipeline(
 
     ds = tf.data.Dataset.zip(ds, noise_seeds).map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def to_unit_interval(images) -> tf.Tensor:
+    """uint8 pixels -> float32 in [0, 1]: what the model takes."""
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def to_uint8(images) -> np.ndarray:
+    """[0, 1] float images -> uint8 pixels, the exported signatures' input."""
+    return np.round(np.asarray(images) * 255).astype(np.uint8)

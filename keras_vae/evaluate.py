@@ -18,16 +18,23 @@ chunk; bits/dim = -L_K / (H * W * C * ln 2).
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import sys
-import time
+if __name__ == "__main__":  # `python -m keras_vae.evaluate`: flags before TensorFlow
+    import sys
 
+    from keras_vae import cli
+
+    sys.exit(cli.evaluate())
+
+import math
+import time
+import weakref
+
+import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import precision
+from keras_vae import decoder_forms, inputs, precision, runs
+from keras_vae.errors import UsageError
 
 # Decoder evaluations per chunk (samples x images): bounds the memory used.
 DEFAULT_CHUNK = 4096
@@ -36,7 +43,7 @@ ACTIVE_UNIT_THRESHOLD = 0.01
 
 def _check_num_samples(num_samples):
     if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
-        raise ValueError(
+        raise UsageError(
             "Invalid value received for argument `iw_samples`. Expected a positive "
             f"integer. Received: iw_samples={num_samples!r}"
         )
@@ -60,27 +67,27 @@ def importance_weighted_nll(
     return -(total - math.log(num_samples))
 
 
+# One traced IW function per model, kept here rather than on the model; an
+# entry goes when its model does.
+_IW_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _compiled_weights(model):
-    # One traced function per model (the sample count is a tensor: no retrace).
-    if not hasattr(model, "_iw_function"):
-        decoder = inference_decoder(model)
-        model._iw_function = tf.function(
-            lambda images, k, labels: model.log_importance_weights(images, k, labels, decoder),
-            reduce_retracing=True,
-        )
-    return model._iw_function
+    # The sample count is a tensor: one trace serves every chunk size.
+    if model not in _IW_FUNCTIONS:
+        fast = inference_model(model)
+        _IW_FUNCTIONS[model] = tf.function(fast.log_importance_weights, reduce_retracing=True)
+    return _IW_FUNCTIONS[model]
 
 
-def inference_decoder(model):
-    """The decoder form the IW bound uses: on CPU the fused one
-    (`networks.fused_for_inference`, about 1.4x faster, sharing
-    the weights); elsewhere the model's own (cuDNN and XLA on accelerators
-    need no rewrite)."""
-    from keras_vae import networks
-
+def inference_model(model):
+    """The model the IW bound runs: on CPU `model` with its decoder in the fused
+    form (`decoder_forms.fused_for_inference`: the same function, sharing the
+    weights, about 1.4x faster for the conv decoder); elsewhere the model itself
+    (cuDNN and XLA on accelerators need no rewrite)."""
     if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
-        return model.decoder
-    return networks.fused_for_inference(model.decoder)
+        return model
+    return model.with_decoder(decoder_forms.fused_for_inference(model.decoder))
 
 
 def posterior_statistics(model, images, batch_size=500, labels=None):
@@ -109,13 +116,15 @@ def evaluate(
     A conditional model needs `labels` and is evaluated on log p(x | label).
 
     Returns:
-        dict with `negative_elbo_nats` (analytic KL, one posterior sample),
+        dict with `negative_elbo_nats` (one posterior sample; the KL analytic
+        for the standard normal prior, one-sample Monte Carlo for the others),
         `iw_nll_nats` (-L_K), `iw_bits_per_dim`, `iw_samples`, `active_units`,
-        `kl_per_dim_nats` (a list), `num_images` and `seconds`.
+        `kl_per_dim_nats` (a list; KL(q || N(0, I)) per dimension, which is the
+        KL to the prior only for the standard normal prior, hence the key
+        `kl_per_dim_to_standard_normal_nats` for the others), `num_images` and
+        `seconds`.
     """
     _check_num_samples(iw_samples)
-    import keras
-
     start = time.perf_counter()
     progress = keras.utils.Progbar(len(images), verbose=verbose, unit_name="image")
     elbo, iw = [], []
@@ -129,6 +138,9 @@ def evaluate(
         progress.add(int(batch.shape[0]), [("iw_nll", float(np.mean(np.concatenate(iw))))])
     means, kls = posterior_statistics(model, images, labels=labels if model.num_classes else None)
     iw_nll = float(np.mean(np.concatenate(iw)))
+    kl_key = "kl_per_dim_nats"
+    if model.prior != "standard_normal":  # the per-dimension KL is to N(0, I), not the prior
+        kl_key = "kl_per_dim_to_standard_normal_nats"
     dims = int(np.prod(images.shape[1:]))
     return {
         "negative_elbo_nats": float(np.mean(np.concatenate(elbo))),
@@ -136,43 +148,19 @@ def evaluate(
         "iw_bits_per_dim": iw_nll / (dims * math.log(2)),
         "iw_samples": int(iw_samples),
         "active_units": int(active_units(means).sum()),
-        "kl_per_dim_nats": [round(float(v), 5) for v in kls.mean(axis=0)],
+        kl_key: [round(float(v), 5) for v in kls.mean(axis=0)],
         "num_images": int(len(images)),
         "seconds": round(time.perf_counter() - start, 1),
     }
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_vae.evaluate",
-        description="Importance-weighted evaluation of a finished run; results "
-        "are printed and merged into its metrics.json under `evaluation`.",
-    )
-    parser.add_argument("--model", required=True, help="A run directory written by train.py.")
-    parser.add_argument(
-        "--iw-samples", type=int, default=1000, help="K of the IW bound (5000 for tables)."
-    )
-    parser.add_argument("--batch-size", type=int, default=100, help="Images per batch.")
-    parser.add_argument("--max-images", type=int, help="Evaluate only the first N test images.")
-    parser.add_argument(
-        "--precision",
-        choices=precision.POLICIES,
-        default="auto",
-        help="Dtype policy of the networks; `auto` is train.py's choice for this machine "
-        "(mixed_bfloat16 on CPUs with bfloat16, 1.4-1.5x float32's speed here). The "
-        "distributions and the log-sum-exp are float32 either way.",
-    )
-    args = parser.parse_args(argv)
-    try:
-        _check_num_samples(args.iw_samples)
-        result = evaluate_run(
-            args.model, args.iw_samples, args.batch_size, args.max_images, args.precision
-        )
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps({k: v for k, v in result.items() if k != "kl_per_dim_nats"}, indent=2))
-    return 0
+def metrics_key(max_images: int | None, evaluated: int) -> str:
+    """Where metrics.json keeps a result: `evaluation` for the whole test split
+    (no limit, or a limit above the split's size), `evaluation_first_N` for its
+    first N images, so that a subset never replaces a whole-split result."""
+    if max_images is None or evaluated < max_images:
+        return "evaluation"
+    return f"evaluation_first_{max_images}"
 
 
 def evaluate_run(run_dir, iw_samples=1000, batch_size=100, max_images=None, policy="auto") -> dict:
@@ -180,17 +168,11 @@ def evaluate_run(run_dir, iw_samples=1000, batch_size=100, max_images=None, poli
 
     `policy` is the networks' dtype policy (`auto`: as train.py picks it).
     """
-    from keras_vae import training
-
-    config, model = training.load_run(run_dir)
+    config, model = runs.load_run(run_dir)
     policy = precision.resolve(policy)
     model = precision.with_policy(model, policy)
-    images, labels, _ = training.load_test_examples(config, max_images)
+    images, labels, _ = inputs.load_test_examples(config, max_images)
     result = evaluate(model, images, iw_samples, batch_size, labels=labels)
     result.update(split=config.test_split, precision=policy)
-    training.update_metrics(run_dir, {"evaluation": result})
+    runs.update_metrics(run_dir, {metrics_key(max_images, len(images)): result})
     return result
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,6 +20,8 @@ from collections.abc import Callable
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from keras_vae.errors import UsageError
+
 tfd = tfp.distributions
 
 # Keeps a learned Gaussian scale away from zero, where log-density blows up.
@@ -56,7 +58,7 @@ def register_likelihood(name: str, params_per_channel: int = 1):
 
     def decorator(fn):
         if name in _REGISTRY:
-            raise ValueError(f"Likelihood {name!r} is already registered.")
+            raise UsageError(f"Likelihood {name!r} is already registered.")
         _REGISTRY[name] = Likelihood(name, params_per_channel, fn)
         return fn
 
@@ -66,7 +68,7 @@ def register_likelihood(name: str, params_per_channel: int = 1):
 def get_likelihood(name: str) -> Likelihood:
     """Returns the registered likelihood called `name`."""
     if name not in _REGISTRY:
-        raise ValueError(
+        raise UsageError(
             "Invalid value received for argument `likelihood`. Expected one of "
             f"{available_likelihoods()}. Received: likelihood={name!r}"
         )

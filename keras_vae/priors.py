@@ -14,6 +14,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from keras_vae.errors import UsageError
+
 tfd = tfp.distributions
 
 _REGISTRY: dict[str, type] = {}
@@ -24,7 +26,7 @@ def register_prior(name: str):
 
     def decorator(cls):
         if name in _REGISTRY:
-            raise ValueError(f"Prior {name!r} is already registered.")
+            raise UsageError(f"Prior {name!r} is already registered.")
         _REGISTRY[name] = cls
         return keras.saving.register_keras_serializable(package="keras_vae")(cls)
 
@@ -44,14 +46,14 @@ def get_prior(
     (mixtures); `num_components=None` keeps the prior's own default.
     """
     if name not in _REGISTRY:
-        raise ValueError(
+        raise UsageError(
             "Invalid value received for argument `prior`. Expected one of "
             f"{available_priors()}. Received: prior={name!r}"
         )
     kwargs = {"image_shape": image_shape}
     if num_components is not None:
         if int(num_components) < 1:
-            raise ValueError(
+            raise UsageError(
                 "Invalid value received for argument `prior_components`. Expected a "
                 f"positive integer. Received: prior_components={num_components}"
             )
@@ -178,7 +180,7 @@ class VampPrior(_MixturePrior):
     def __init__(self, latent_dim: int, num_components: int = 50, image_shape=None, **kwargs):
         super().__init__(**kwargs)
         if image_shape is None:
-            raise ValueError("The VampPrior needs the image shape of its pseudo-inputs.")
+            raise UsageError("The VampPrior needs the image shape of its pseudo-inputs.")
         self.latent_dim = latent_dim
         self.num_components = num_components
         self.image_shape = tuple(int(d) for d in image_shape)
@@ -200,7 +202,7 @@ class VampPrior(_MixturePrior):
 
     def mixture_parameters(self):
         if self._encode is None:
-            raise ValueError("VampPrior.bind(encode) must be called before use.")
+            raise UsageError("VampPrior.bind(encode) must be called before use.")
         mean, log_var = self._encode(self.pseudo_inputs())
         return tf.zeros([self.num_components]), mean, tf.exp(0.5 * log_var)
 

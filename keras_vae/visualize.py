@@ -27,27 +27,30 @@ Pictures (`PICTURE_NAMES`):
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # `python -m keras_vae.visualize`: flags before TensorFlow
+    import sys
+
+    from keras_vae import cli
+
+    sys.exit(cli.visualize())
+
+import csv
 import dataclasses
 import html
 import io
 import json
 import math
 import os
-import sys
+from statistics import NormalDist
 
+import matplotlib
 import numpy as np
+import tensorflow as tf
 
-PICTURE_NAMES = (
-    "samples",
-    "reconstructions",
-    "traversals",
-    "interpolations",
-    "manifold",
-    "latent_space",
-    "curves",
-    "anomaly",
-)
+from keras_vae import choices, evaluate, inputs, runs
+from keras_vae.errors import UsageError
+
+PICTURE_NAMES = choices.PICTURES
 TRAVERSAL_STEPS = 11
 INTERPOLATION_STEPS = 10
 
@@ -118,11 +121,8 @@ def upscale(grid: np.ndarray, min_side: int = 512) -> np.ndarray:
 
 def save_png(path: str, image: np.ndarray) -> None:
     """Writes a uint8 `(H, W, C)` array as a PNG, atomically."""
-    import tensorflow as tf
-
-    tmp = path + ".tmp"
-    tf.io.write_file(tmp, tf.io.encode_png(image))
-    os.replace(tmp, path)
+    with runs.atomic_write(path, "wb") as f:
+        f.write(tf.io.encode_png(image).numpy())
 
 
 SAMPLES_PER_CLASS = 8
@@ -144,33 +144,33 @@ def reconstruction_grid(model, images, labels=None) -> np.ndarray:
     return image_grid(pairs, columns=2 * math.ceil(math.sqrt(len(images) / 2)))
 
 
-def kl_per_dimension(model, images, labels=None) -> np.ndarray:
-    """Mean KL(q(z_d|x) || N(0, 1)) per latent dimension, nats, `(latent_dim,)`."""
-    from keras_vae import evaluate
-
-    return evaluate.posterior_statistics(model, images, labels=labels)[1].mean(axis=0)
+def activity_per_dimension(model, images, labels=None) -> np.ndarray:
+    """How much each latent dimension is used, `(latent_dim,)`: the mean KL to
+    N(0, 1) under the standard normal prior; under a learned prior, whose
+    per-dimension KL has no closed form, the variance of the posterior means
+    across images (the active-unit statistic)."""
+    means, kls = evaluate.posterior_statistics(model, images, labels=labels)
+    return kls.mean(axis=0) if model.prior == "standard_normal" else means.var(axis=0)
 
 
 def _posterior_means(model, images, labels=None) -> np.ndarray:
-    from keras_vae import evaluate
-
     return evaluate.posterior_statistics(model, images, labels=labels)[0]
 
 
 def traversal_grid(model, images, num_dims: int, steps: int = TRAVERSAL_STEPS, labels=None):
     """One row per most-active dimension; returns `(grid, dims)`."""
     if not 1 <= num_dims <= model.latent_dim:
-        raise ValueError(
+        raise UsageError(
             f"Invalid number of traversal dimensions: {num_dims}. Expected 1 to the "
             f"latent size, {model.latent_dim}. Received: traversal_dims={num_dims}"
         )
-    dims = np.argsort(-kl_per_dimension(model, images, labels))[:num_dims]
+    dims = np.argsort(-activity_per_dimension(model, images, labels))[:num_dims]
     first = None if labels is None else labels[:1]
     center = _posterior_means(model, images[:1], first)
     offsets = np.linspace(-3.0, 3.0, steps, dtype=np.float32)
     z = np.repeat(center, num_dims * steps, axis=0).reshape(num_dims, steps, -1)
     for row, dim in enumerate(dims):
-        z[row, :, dim] += offsets  # the prior's standard deviation is 1
+        z[row, :, dim] += offsets  # the standard normal prior's standard deviation is 1
     row_labels = None if first is None else np.repeat(first, num_dims * steps)
     decoded = model.decode(z.reshape(-1, model.latent_dim), labels=row_labels)["mean"].numpy()
     return image_grid(decoded, columns=steps), [int(d) for d in dims]
@@ -203,8 +203,11 @@ def manifold_grid(model, n: int = 20) -> np.ndarray:
             f"the manifold needs a 2-D latent space and this model's has "
             f"{model.latent_dim} dimensions (train with --latent-dim 2)"
         )
-    from statistics import NormalDist
-
+    if model.prior != "standard_normal":
+        raise PictureUnavailable(
+            f"the manifold is a grid of standard normal quantiles, and this model's prior "
+            f"is {model.prior!r}"
+        )
     quantiles = np.array([NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, n)], np.float32)
     zy, zx = np.meshgrid(quantiles[::-1], quantiles, indexing="ij")
     z = np.stack([zx.ravel(), zy.ravel()], axis=1)
@@ -217,19 +220,13 @@ def manifold_grid(model, n: int = 20) -> np.ndarray:
 def _figure_to_array(fig) -> np.ndarray:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    import tensorflow as tf
-
+    _pyplot().close(fig)
     return tf.io.decode_png(buffer.getvalue(), channels=3).numpy()
 
 
 def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    matplotlib.use("Agg")  # headless; set before pyplot loads
+    import matplotlib.pyplot as plt  # here: pyplot picks its backend when imported
 
     return plt
 
@@ -269,8 +266,6 @@ def latent_space_plot(model, images, labels=None, class_names=()) -> np.ndarray:
 
 
 def curves_plot(history_csv: str) -> np.ndarray:
-    import csv
-
     if not history_csv or not os.path.isfile(history_csv):
         raise PictureUnavailable("no history.csv: the run has no finished epoch")
     with open(history_csv) as f:
@@ -335,53 +330,94 @@ def anomaly_plot(model, images, shifted, shifted_name) -> np.ndarray:
 # --- writing ----------------------------------------------------------------
 
 
+# name -> fn(PictureData) -> (uint8 image, caption); raise PictureUnavailable
+# when a picture does not apply.
+PICTURES: dict = {}
+
+
+def register_picture(name: str):
+    """Decorator that registers a picture function under `name`."""
+
+    def decorator(fn):
+        PICTURES[name] = fn
+        return fn
+
+    return decorator
+
+
+@register_picture("samples")
+def _samples(data: PictureData):
+    model = data.model
+    caption = "Samples from the prior."
+    if model.num_classes:
+        names = [
+            data.class_names[k] if k < len(data.class_names) else str(k)
+            for k in range(model.num_classes)
+        ]
+        caption = f"Samples from the prior, one row per class: {', '.join(names)}."
+    return upscale(sample_grid(model, data.num_images)), caption
+
+
+@register_picture("reconstructions")
+def _reconstructions(data: PictureData):
+    first = None if data.labels is None else data.labels[: data.num_images]
+    grid = reconstruction_grid(data.model, data.images[: data.num_images], first)
+    return upscale(grid), "Test images (left of each pair) and their reconstructions."
+
+
+@register_picture("traversals")
+def _traversals(data: PictureData):
+    grid, dims = traversal_grid(data.model, data.images, data.traversal_dims, labels=data.labels)
+    scale = (
+        "prior standard deviations"
+        if data.model.prior == "standard_normal"
+        else f"units (the {data.model.prior} prior has no single scale)"
+    )
+    caption = (
+        f"Rows: latent dimensions {dims} (most active first), each swept from -3 to +3 "
+        f"{scale} around the first test image's posterior mean."
+    )
+    return upscale(grid), caption
+
+
+@register_picture("interpolations")
+def _interpolations(data: PictureData):
+    caption = "Each row: two test images at the ends, decoded along the line between their latents."
+    return upscale(interpolation_grid(data.model, data.images, labels=data.labels)), caption
+
+
+@register_picture("manifold")
+def _manifold(data: PictureData):
+    return upscale(manifold_grid(data.model), 800), "Decoded grid of prior quantiles (5% to 95%)."
+
+
+@register_picture("latent_space")
+def _latent_space(data: PictureData):
+    plot = latent_space_plot(data.model, data.images, data.labels, data.class_names)
+    return plot, "Posterior means of test images, coloured by class."
+
+
+@register_picture("curves")
+def _curves(data: PictureData):
+    return curves_plot(data.history_csv), "Training curves."
+
+
+@register_picture("anomaly")
+def _anomaly(data: PictureData):
+    plot = anomaly_plot(data.model, data.images, data.shifted_images, data.shifted_name)
+    return plot, f"Scores of test images against {data.shifted_name}."
+
+
 def draw(name: str, data: PictureData):
     """The picture called `name` as a uint8 array, and a caption."""
-    model, images, labels = data.model, data.images, data.labels
-    if name == "samples":
-        caption = "Samples from the prior."
-        if model.num_classes:
-            names = [
-                data.class_names[k] if k < len(data.class_names) else str(k)
-                for k in range(model.num_classes)
-            ]
-            caption = f"Samples from the prior, one row per class: {', '.join(names)}."
-        return upscale(sample_grid(model, data.num_images)), caption
-    if name == "reconstructions":
-        first = None if labels is None else labels[: data.num_images]
-        grid = reconstruction_grid(model, images[: data.num_images], first)
-        return upscale(grid), "Test images (left of each pair) and their reconstructions."
-    if name == "traversals":
-        grid, dims = traversal_grid(model, images, data.traversal_dims, labels=labels)
-        caption = (
-            f"Rows: latent dimensions {dims} (most active first), each swept from -3 to +3 "
-            "prior standard deviations around the first test image's posterior mean."
-        )
-        return upscale(grid), caption
-    if name == "interpolations":
-        caption = (
-            "Each row: two test images at the ends, decoded along the line between their latents."
-        )
-        return upscale(interpolation_grid(model, images, labels=labels)), caption
-    if name == "manifold":
-        return upscale(manifold_grid(model), 800), "Decoded grid of prior quantiles (5% to 95%)."
-    if name == "latent_space":
-        plot = latent_space_plot(model, images, data.labels, data.class_names)
-        return plot, "Posterior means of test images, coloured by class."
-    if name == "curves":
-        return curves_plot(data.history_csv), "Training curves."
-    if name == "anomaly":
-        plot = anomaly_plot(model, images, data.shifted_images, data.shifted_name)
-        return plot, f"Scores of test images against {data.shifted_name}."
-    raise ValueError(
-        f"Unknown picture {name!r}. Expected one of {list(PICTURE_NAMES)}. Received: {name!r}"
-    )
+    check_names([name])
+    return PICTURES[name](data)
 
 
 def check_names(names) -> list:
     unknown = [n for n in names if n not in PICTURE_NAMES]
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"Unknown picture {unknown[0]!r}. Expected one of {list(PICTURE_NAMES)}. "
             f"Received: {list(names)}"
         )
@@ -408,12 +444,9 @@ def write_report(run_dir: str, pictures: dict) -> str:
 
     def load(name):
         path = os.path.join(run_dir, name)
-        if not os.path.isfile(path):
-            return {}
-        with open(path) as f:
-            return json.load(f)
+        return runs.read_json(path) if os.path.isfile(path) else {}
 
-    config, metrics = load("config.json"), load("metrics.json")
+    config, metrics = load(runs.CONFIG_FILE), load(runs.METRICS_FILE)
     test = metrics.get("test", {})
     rows = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v))}</td></tr>"
@@ -445,64 +478,23 @@ th,td{{border:1px solid #ddd;padding:2px 8px;text-align:left}}</style></head>
 <h2>Config</h2><table>{rows}</table>
 </body></html>
 """
-    path = os.path.join(run_dir, "report.html")
-    with open(path + ".tmp", "w") as f:
+    path = os.path.join(run_dir, runs.REPORT_FILE)
+    with runs.atomic_write(path) as f:
         f.write(page)
-    os.replace(path + ".tmp", path)
     return path
 
 
-# --- command line -----------------------------------------------------------
-
-SCATTER_IMAGES = 2000
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_vae.visualize",
-        description="Draw pictures of a trained model into its run directory and "
-        "write report.html.",
-    )
-    parser.add_argument("--model", required=True, help="A run directory written by train.py.")
-    parser.add_argument(
-        "--pictures",
-        nargs="+",
-        default=list(PICTURE_NAMES),
-        help=f"Any of {', '.join(PICTURE_NAMES)}.",
-    )
-    parser.add_argument(
-        "--traversal-dims", type=int, default=8, help="Rows of the traversal picture."
-    )
-    parser.add_argument("--num-images", type=int, default=64, help="Images in the grids.")
-    parser.add_argument(
-        "--shifted-dataset",
-        help="A TFDS dataset with the same image shape to score against the test set "
-        "(e.g. mnist for a Fashion-MNIST model); skipped if not available.",
-    )
-    args = parser.parse_args(argv)
-    try:
-        check_names(args.pictures)
-        data = load_run_picture_data(
-            args.model, args.num_images, args.traversal_dims, args.shifted_dataset
-        )
-        pictures = write_pictures(data, args.model, args.pictures)
-        print(f"Report: {write_report(args.model, pictures)}")
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+# --- a finished run -----------------------------------------------------------
 
 
 def load_run_picture_data(run_dir, num_images=64, traversal_dims=8, shifted_dataset=None):
     """`PictureData` for a finished run directory."""
-    from keras_vae import training
-
-    config, model = training.load_run(run_dir)
-    images, labels, class_names = training.load_test_examples(config, SCATTER_IMAGES)
+    config, model = runs.load_run(run_dir)
+    images, labels, class_names = inputs.load_test_examples(config, inputs.PICTURE_IMAGES)
     shifted = None
     if shifted_dataset:
-        shifted = training.load_shifted_images(
-            config, shifted_dataset, SCATTER_IMAGES, model.image_shape
+        shifted = inputs.load_shifted_images(
+            config, shifted_dataset, inputs.PICTURE_IMAGES, model.image_shape
         )
     return run_picture_data(
         model,
@@ -525,13 +517,9 @@ def run_picture_data(
         images=images,
         labels=labels,
         class_names=class_names,
-        history_csv=os.path.join(run_dir, "history.csv"),
+        history_csv=os.path.join(run_dir, runs.HISTORY_FILE),
         shifted_images=shifted,
         shifted_name=shifted_name or "shifted",
         num_images=num_images,
         traversal_dims=min(traversal_dims, model.latent_dim),
     )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -112,8 +112,8 @@ from keras_vae.vae import VAE
 class DeterministicVAE(VAE):
     # The posterior mean instead of a sample: the same loss whatever the
     # replica, so the weights can be compared exactly.
-    def negative_elbo(self, images, sample=True, training=False, labels=None):
-        return super().negative_elbo(images, sample=False, training=training, labels=labels)
+    def _elbo_terms(self, images, sample, training, labels):
+        return super()._elbo_terms(images, False, training, labels)
 
 images = np.random.default_rng(0).random((64, 28, 28, 1)).astype("float32")
 models = {}

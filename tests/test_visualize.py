@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from conftest import require_fashion_mnist
 
-from keras_vae import data, visualize
+from keras_vae import cli, data, visualize
 from keras_vae.config import TrainConfig
 from keras_vae.vae import VAE
 
@@ -84,7 +84,7 @@ def test_every_picture_has_its_size_and_is_not_blank(trained, tmp_path):
 def test_traversal_rows_follow_the_most_active_dimensions(trained):
     models, images, _, _ = trained
     model = models[4]
-    kl = visualize.kl_per_dimension(model, images)
+    kl = visualize.activity_per_dimension(model, images)
     for dims in (1, 3, 4):
         grid, chosen = visualize.traversal_grid(model, images, dims)
         assert grid.shape[0] == dims * 29 + 1
@@ -101,7 +101,7 @@ def test_kl_per_dimension_finds_dead_dimensions():
     kernel[:, [1, 4]] = 0.0  # mean and log-variance of dimension 1: exactly the prior
     bias[[1, 4]] = 0.0
     model.encoder.get_layer("posterior_params").set_weights([kernel, bias])
-    kl = visualize.kl_per_dimension(model, np.random.default_rng(0).random((50, 28, 28, 1)))
+    kl = visualize.activity_per_dimension(model, np.random.default_rng(0).random((50, 28, 28, 1)))
     assert kl[1] == pytest.approx(0.0, abs=1e-7)
     assert kl[0] > 1e-4 and kl[2] > 1e-4
 
@@ -146,7 +146,7 @@ def test_cli_on_a_run_directory_writes_a_report(trained, tmp_path, capsys):
     (run / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
     (run / "metrics.json").write_text(json.dumps({"test": {"negative_elbo_nats": 270.5}}))
     _history(run)
-    code = visualize.main(
+    code = cli.visualize(
         ["--model", str(run), "--traversal-dims", "2", "--shifted-dataset", "no_such_ds"]
     )
     assert code == 0
@@ -162,7 +162,9 @@ def test_cli_on_a_run_directory_writes_a_report(trained, tmp_path, capsys):
 
 
 def test_cli_bad_input(tmp_path, capsys):
-    assert visualize.main(["--model", str(tmp_path)]) == 2
+    assert cli.visualize(["--model", str(tmp_path)]) == 2
     assert "holds no model.keras" in capsys.readouterr().err
-    assert visualize.main(["--model", str(tmp_path), "--pictures", "selfie"]) == 2
-    assert "Unknown picture 'selfie'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # refused by argparse, before any work
+        cli.visualize(["--model", str(tmp_path), "--pictures", "selfie"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'selfie'" in capsys.readouterr().err

@@ -1,0 +1,163 @@
+"""What a `TrainConfig` names, loaded: its datasets, test images and shifted images.
+
+The counts of real images behind the pictures and the exports live here, once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from keras_vae import data, distribute, networks
+from keras_vae.config import TrainConfig
+from keras_vae.errors import UsageError
+
+# Test images behind the latent-space, traversal and anomaly pictures.
+PICTURE_IMAGES = 2000
+# Real test images for TF Serving's warm-up file and the int8 calibration
+# (the first of the picture images: no second load).
+EXPORT_CALIBRATION_IMAGES = 200
+
+
+def evaluation_binarize(config: TrainConfig) -> str:
+    """A binarized model is evaluated on one fixed binarization of the test set."""
+    return "none" if config.binarize == "none" else "static"
+
+
+@dataclasses.dataclass
+class Datasets:
+    """What `load_datasets` returns.
+
+    Args:
+        train, test, validation: the pipelines (`validation` is `test` when
+            the config names no validation split).
+        steps_per_epoch: int. Optimizer steps in one epoch.
+        fit_steps: int or None. `steps_per_epoch` for `fit` where the
+            training data repeats (multi-worker), else None.
+        info: `data.DatasetInfo`.
+        image_shape: `(H, W, C)` as the model sees the images.
+    """
+
+    train: object
+    test: object
+    validation: object
+    steps_per_epoch: int
+    fit_steps: int | None
+    info: data.DatasetInfo
+    image_shape: tuple
+
+
+def load_datasets(config: TrainConfig, strategy=None) -> Datasets:
+    """Train, test and validation data, steps per epoch, the dataset's info and image shape.
+
+    Under `multi_worker` every worker reads its own shard of the training set
+    (each example once per epoch across the workers) and runs the same number
+    of steps; elsewhere Keras splits each global batch over the replicas.
+    """
+    train_raw, info = data.load(
+        config.dataset, config.train_split, config.data_dir, config.download
+    )
+    test_raw, _ = data.load(config.dataset, config.test_split, config.data_dir, config.download)
+    image_shape = data.output_image_shape(info, config.image_size)
+    networks.get_architecture(config.architecture).check_image_shape(image_shape)  # fail now
+    if config.conditional and not info.class_names:
+        raise UsageError(
+            f"`--conditional` needs labels, and dataset {config.dataset!r} has no class "
+            "label feature. Drop --conditional or choose a labelled dataset."
+        )
+    common = dict(
+        image_size=config.image_size,
+        seed=config.seed,
+        binarize=config.binarize,
+        with_labels=config.conditional,
+    )
+    steps_per_epoch = None
+    if strategy is not None and distribute.is_multi_worker(strategy):
+        workers = distribute.describe(strategy)["workers"]
+        per_replica = distribute.check_batch_size(config.batch_size, strategy)
+        per_worker = per_replica * strategy.num_replicas_in_sync // workers
+        steps_per_epoch = int(train_raw.cardinality()) // workers // per_worker
+        if steps_per_epoch < 1:
+            raise UsageError(
+                f"The training split has fewer than one global batch per worker "
+                f"({int(train_raw.cardinality())} examples, {workers} workers, batch "
+                f"{config.batch_size}). Lower --batch-size or use more data."
+            )
+
+        def shard_fn(context):
+            return data.pipeline(
+                train_raw,
+                context.get_per_replica_batch_size(config.batch_size),
+                shuffle=True,
+                shard=(context.num_input_pipelines, context.input_pipeline_id),
+                repeat=True,
+                drop_remainder=True,
+                **common,
+            )
+
+        train = strategy.distribute_datasets_from_function(shard_fn)
+    else:
+        train = data.pipeline(train_raw, config.batch_size, shuffle=True, **common)
+    common["binarize"] = evaluation_binarize(config)
+    test = data.pipeline(test_raw, config.batch_size, **common)
+    if steps_per_epoch is None:
+        steps_per_epoch = -(-int(train_raw.cardinality()) // config.batch_size)
+        fit_steps = None  # a finite dataset: Keras runs it to the end
+    else:
+        fit_steps = steps_per_epoch
+    validation = test
+    if config.validation_split:
+        val_raw, _ = data.load(
+            config.dataset, config.validation_split, config.data_dir, config.download
+        )
+        validation = data.pipeline(val_raw, config.batch_size, **common)
+    return Datasets(train, test, validation, steps_per_epoch, fit_steps, info, image_shape)
+
+
+def _test_pipeline_args(config: TrainConfig) -> dict:
+    return dict(
+        image_size=config.image_size, seed=config.seed, binarize=evaluation_binarize(config)
+    )
+
+
+def _load_images(config: TrainConfig, dataset: str, split: str, count: int | None):
+    """The first `count` (None: all) images of a split as the model sees them.
+
+    Returns float32 images in [0, 1], labels (None without a label feature)
+    and class names. Its own uncached pipeline: reading part of a cached one
+    would drop the cache.
+    """
+    raw, info = data.load(dataset, split, config.data_dir, config.download)
+    if count:
+        raw = raw.take(count)
+    labelled = bool(info.class_names)
+    batches = data.pipeline(
+        raw, 1000, cache=False, with_labels=labelled, **_test_pipeline_args(config)
+    )
+    if not labelled:
+        return np.concatenate([b.numpy() for b in batches]), None, []
+    pairs = [(x.numpy(), y.numpy()) for x, y in batches]
+    images = np.concatenate([p[0] for p in pairs])
+    return images, np.concatenate([p[1] for p in pairs]), info.class_names
+
+
+def load_test_examples(config: TrainConfig, count: int | None = None):
+    """The first `count` (None: all) test images, their labels or None, class names."""
+    return _load_images(config, config.dataset, config.test_split, count)
+
+
+def load_shifted_images(config: TrainConfig, name: str, count: int, image_shape):
+    """Test images of another dataset for the anomaly picture, or None (with a note)."""
+    try:
+        images, _, _ = _load_images(config, name, "test", count)
+    except UsageError as e:
+        print(f"Anomaly picture skipped: shifted dataset {name!r} is not available. {e}")
+        return None
+    if images.shape[1:] != tuple(image_shape):
+        print(
+            f"Anomaly picture skipped: {name!r} has images of shape {images.shape[1:]}, "
+            f"the model takes {tuple(image_shape)}."
+        )
+        return None
+    return images

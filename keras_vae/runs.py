@@ -1,0 +1,181 @@
+"""The run directory: its file names, how it is created, reopened and read back.
+
+    runs/fashion_mnist-20261126-191500/
+        config.json      every flag of the run (`--resume` reads it back)
+        model.keras      the trained model, written once training has finished
+        metrics.json     test metrics, evaluation, versions; written last
+        history.csv      per-epoch metrics
+        backup/          BackupAndRestore: weights, optimizer state, epoch
+        logs/            TensorBoard
+        report.html, *.png, saved_model/, tflite/
+
+Every file is written through `atomic_path`/`atomic_write`: a temporary file
+beside the target, renamed over it only when complete, so a killed process
+never leaves a half-written file under a real name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+import tensorflow_probability as tfp
+
+import keras_vae.vae  # noqa: F401  (registers the VAE for load_model)
+from keras_vae.config import TrainConfig
+from keras_vae.errors import UsageError
+
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.keras"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+REPORT_FILE = "report.html"
+BACKUP_DIR = "backup"
+LOGS_DIR = "logs"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """Yields a temporary path beside `path` (same suffix); renames it over
+    `path` if the block succeeds, removes it if it fails."""
+    directory = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=os.path.splitext(name)[1], dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide exports from a server's user
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = "w"):
+    """`open(path, mode)`, but the file appears under `path` only when complete."""
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_json(path: str, obj) -> None:
+    """Strict JSON (no NaN or Infinity, which `jq` and JavaScript reject), atomically."""
+    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False)
+    with atomic_write(path) as f:
+        f.write(text)
+
+
+def read_json(path: str):
+    """The JSON in `path`; a corrupt file is a `UsageError` that names it."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{path} is not valid JSON ({e}); restore or remove it.") from None
+
+
+def versions() -> dict:
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "tensorflow_probability": tfp.__version__,
+        "tensorflow_datasets": tfds.__version__,
+        "numpy": np.__version__,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpus": os.cpu_count(),
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+    }
+
+
+def default_output_dir(config: TrainConfig) -> str:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return os.path.join("runs", f"{config.dataset}-{stamp}")
+
+
+def prepare_run_dir(config: TrainConfig) -> str:
+    """Creates the run directory, or reopens it to resume.
+
+    An existing directory is reopened with `--resume`, or when it holds an
+    unfinished run with exactly this config (the same command started again
+    after a crash); anything else is refused, never overwritten.
+    """
+    out = config.output_dir
+    config_path = os.path.join(out, CONFIG_FILE)
+    if config.resume:
+        if not os.path.isfile(config_path):
+            raise UsageError(f"Cannot resume: {out} holds no {CONFIG_FILE}.")
+        return out
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--output-dir {out} is a file; pass a directory path.")
+    if os.path.exists(out) and os.listdir(out):
+        if is_unfinished_run_of(out, config):
+            print(f"Resuming the unfinished run in {out} from its last backup.")
+            return out
+        raise UsageError(
+            f"Run directory {out} already exists and is not empty; runs are never "
+            "overwritten. Pass a new `--output-dir`, or `--resume` to continue it."
+        )
+    os.makedirs(out, exist_ok=True)
+    write_json(config_path, dataclasses.asdict(config))
+    return out
+
+
+def is_unfinished_run_of(out: str, config: TrainConfig) -> bool:
+    """`out` holds a run of exactly `config` that has not written its metrics."""
+    config_path = os.path.join(out, CONFIG_FILE)
+    if not os.path.isfile(config_path) or os.path.exists(os.path.join(out, METRICS_FILE)):
+        return False
+    return read_json(config_path) == json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def resolve_model_path(path: str) -> tuple[str, str | None]:
+    """(`.keras` file, run directory or None) for a run directory or a file."""
+    if os.path.isdir(path):
+        model_file = os.path.join(path, MODEL_FILE)
+        if not os.path.isfile(model_file):
+            raise UsageError(
+                f"{path} holds no {MODEL_FILE}: is it a finished train.py run directory? "
+                "Pass the run directory or a .keras file to --model."
+            )
+        return model_file, path
+    if path.endswith(".keras") and os.path.isfile(path):
+        return path, None
+    raise UsageError(f"--model {path}: no such run directory or .keras file.")
+
+
+def load_run(run_dir: str) -> tuple[TrainConfig, keras.Model]:
+    """The config and the model of a finished run directory.
+
+    Raises:
+        UsageError: `run_dir` holds no model file, or a bad config.json.
+    """
+    model_file = os.path.join(run_dir, MODEL_FILE)
+    if not os.path.isfile(model_file):
+        raise UsageError(
+            f"{run_dir} holds no {MODEL_FILE}: pass the directory of a finished train.py "
+            "run to --model."
+        )
+    config = TrainConfig.from_json_file(os.path.join(run_dir, CONFIG_FILE))
+    return config, keras.models.load_model(model_file)
+
+
+def update_metrics(run_dir: str, updates: dict) -> dict:
+    """Merges `updates` into the run's metrics.json (written atomically)."""
+    path = os.path.join(run_dir, METRICS_FILE)
+    metrics = read_json(path) if os.path.isfile(path) else {}
+    metrics.update(updates)
+    write_json(path, metrics)
+    return metrics
