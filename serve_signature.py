@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -36,31 +37,34 @@ def load_inputs(args) -> dict:
             inputs[name] = np.load(value)
         else:
             try:
-                inputs[name] = np.array(int(value), np.int32)
+                number = int(value)
             except ValueError:
                 raise ValueError(
                     f"--input {item!r}: {value!r} is neither a .npy file nor an integer."
                 ) from None
+            if not -(2**31) <= number < 2**31:
+                raise ValueError(f"--input {item!r}: {number} does not fit an int32 input.")
+            inputs[name] = np.array(number, np.int32)
     if not inputs:
         raise ValueError("No inputs: pass --images FILES or --input NAME=FILE.npy.")
     return inputs
 
 
 def read_images(paths) -> np.ndarray:
-    """Image files (PNG, JPEG, ...) or one .npy -> uint8 (batch, H, W, C)."""
+    """Image files (PNG, JPEG, ...) or one .npy -> uint8 (batch, H, W, C).
+
+    Each file is converted by its mode (`export.images`): 16-bit, palette,
+    1-bit and alpha images are read right, float images are refused.
+    """
     if len(paths) == 1 and paths[0].endswith(".npy"):
         return np.load(paths[0])
-    from PIL import Image
+    from export.images import read_image
 
-    arrays = []
-    for path in paths:
-        with Image.open(path) as image:
-            array = np.asarray(image)
-        arrays.append(array[..., None] if array.ndim == 2 else array)
+    arrays = [read_image(path) for path in paths]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ValueError(f"The images have different sizes {sorted(shapes)}; resize them first.")
-    return np.stack(arrays).astype(np.uint8)
+    return np.stack(arrays)
 
 
 def rest_body(signature: str, inputs: dict, form: str = "inputs") -> dict:
@@ -104,6 +108,44 @@ def _summarise(outputs: dict) -> dict:
     }
 
 
+MAX_TIMEOUT_SECONDS = 3600.0
+
+
+def _timeout(text: str) -> float:
+    """An argparse `type`: seconds in (0, 3600]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < value <= MAX_TIMEOUT_SECONDS:  # also refuses nan
+        raise argparse.ArgumentTypeError(
+            f"expected seconds > 0 and <= {MAX_TIMEOUT_SECONDS:.0f}, got {text}"
+        )
+    return value
+
+
+def _check_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(
+            f"--url {url!r}: expected TF Serving's http:// or https:// address, e.g. "
+            "http://localhost:8501/v1/models/vae."
+        )
+    return url
+
+
+def _save_outputs(path: str, outputs: dict) -> None:
+    """`--output FILE.npz`, written whole or not at all."""
+    if not path.endswith(".npz"):
+        raise ValueError(f"--output {path!r}: expected a file name ending in .npz.")
+    tmp = f"{path}.{os.getpid()}.tmp.npz"
+    try:
+        np.savez(tmp, **outputs)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +163,13 @@ def main(argv=None) -> int:
         p.add_argument("--images", nargs="+", help="Image files, or one .npy (uint8 N,H,W,C).")
         p.add_argument("--input", action="append", help="NAME=FILE.npy or NAME=INTEGER.")
         p.add_argument("--output", help="Write the outputs (run: .npz; rest: the JSON body).")
+        if name in ("rest", "grpc"):
+            p.add_argument(
+                "--timeout",
+                type=_timeout,
+                default=30.0,
+                help="Seconds to wait for TF Serving (default 30, at most 3600).",
+            )
         if name == "rest":
             p.add_argument("--form", choices=["inputs", "instances"], default="inputs")
             p.add_argument(
@@ -131,7 +180,6 @@ def main(argv=None) -> int:
                 "--target", required=True, help="TF Serving gRPC address, e.g. localhost:8500"
             )
             p.add_argument("--model-name", default="vae")
-            p.add_argument("--timeout", type=float, default=30.0)
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
@@ -144,11 +192,15 @@ def main(argv=None) -> int:
         if args.command == "run":
             from export.runner import open_model
 
+            if args.output and not args.output.endswith(".npz"):
+                raise ValueError(f"--output {args.output!r}: expected a file name ending in .npz.")
             outputs = open_model(args.model).run(args.signature, inputs)
             if args.output:
-                np.savez(args.output, **outputs)
+                _save_outputs(args.output, outputs)
             print(json.dumps(_summarise(outputs), indent=1))
         elif args.command == "rest":
+            if args.url:
+                _check_url(args.url)
             body = json.dumps(rest_body(args.signature, inputs, args.form))
             if args.output:
                 with open(args.output, "w") as f:
@@ -163,7 +215,7 @@ def main(argv=None) -> int:
                 headers={"Content-Type": "application/json"},
             )
             try:
-                with urllib.request.urlopen(request, timeout=60) as response:
+                with urllib.request.urlopen(request, timeout=args.timeout) as response:
                     print(response.read().decode())
             except urllib.error.HTTPError as e:
                 raise ValueError(

@@ -42,6 +42,12 @@ class SignatureSpec:
         return f"{self.name}({ins}) -> {outs}"
 
 
+def _exact_in_float(value: np.ndarray, dtype) -> bool:
+    """Integers that `dtype` holds exactly (|v| <= 2^(mantissa bits + 1))."""
+    limit = 2 ** (np.finfo(dtype).nmant + 1)
+    return not value.size or (value.min() >= -limit and value.max() <= limit)
+
+
 def check_inputs(spec: SignatureSpec, inputs: dict) -> dict:
     """Validated, dtype-exact numpy inputs for `spec`, or a ValueError."""
     missing = sorted(set(spec.inputs) - set(inputs))
@@ -56,14 +62,14 @@ def check_inputs(spec: SignatureSpec, inputs: dict) -> dict:
         value = np.asarray(inputs[name])
         want = np.dtype(tensor_spec.dtype)
         if value.dtype != want:
-            lossless = np.issubdtype(value.dtype, np.integer) and (
-                np.issubdtype(want, np.floating)
-                or (
-                    value.size
-                    and value.min() >= np.iinfo(want).min
-                    and value.max() <= np.iinfo(want).max
+            if not np.issubdtype(value.dtype, np.integer):
+                lossless = False
+            elif np.issubdtype(want, np.floating):
+                lossless = _exact_in_float(value, want)
+            else:
+                lossless = not value.size or (
+                    value.min() >= np.iinfo(want).min and value.max() <= np.iinfo(want).max
                 )
-            )
             if not (
                 lossless
                 or (np.issubdtype(value.dtype, np.floating) and np.issubdtype(want, np.floating))

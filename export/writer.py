@@ -15,6 +15,7 @@ paths = export_all(model, "runs/RUN", model_name="vae", images=test_images_uint8
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -25,6 +26,7 @@ from keras_vae import decoder_forms
 from keras_vae.data import to_unit_interval
 from keras_vae.errors import UsageError
 from keras_vae.precision import with_policy
+from keras_vae.runs import lock_run_dir
 
 
 def export_all(
@@ -56,29 +58,48 @@ def export_all(
             )
     # Exports never carry bfloat16/float16 ops: TFLite has no bfloat16
     # kernels, and scores should not depend on how the model was trained.
+    os.makedirs(out_dir, exist_ok=True)
+    lock_run_dir(out_dir)  # two exports of one run never share a version
     model = with_policy(model, "float32")
-    version_dir = saved_model.export_saved_model(
-        model, os.path.join(out_dir, "saved_model", model_name), warmup_images=images
-    )
-    paths = {"saved_model": version_dir}
-    if tflite:
-        labels = None
-        if model.num_classes:  # calibration only needs typical latents: cycle the classes
-            labels = np.arange(len(images)) % model.num_classes
-        z_mean, _ = model.encode(to_unit_interval(images), labels=labels)
-        # Versioned like the SavedModel: never overwritten.
-        version = os.path.basename(version_dir)
-        with tempfile.TemporaryDirectory(prefix="keras_vae_tflite_") as source:
-            # The same signatures, the decoder in its convolution form (faster
-            # in LiteRT, slower in TF Serving at large batches).
-            saved_model.build_archive(
-                model.with_decoder(decoder_forms.as_convolutions(model.decoder))
-            ).write_out(source, verbose=False)
-            paths["tflite"] = tflite_lib.export_tflite(
-                source,
-                os.path.join(out_dir, "tflite", model_name, version),
-                z_mean.numpy(),
-                model.num_classes,
-                model.prior_layer.is_mixture,
-            )
+    tflite_base = os.path.join(out_dir, "tflite", model_name)
+    staging = None
+    try:
+        if tflite:
+            # The .tflite files first, into a hidden folder, so that a failure
+            # (a full disk, a conversion error) leaves no new version at all.
+            os.makedirs(tflite_base, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=".tmp-export-", dir=tflite_base)
+            staged = _convert_tflite(model, images, staging)
+        version_dir = saved_model.export_saved_model(
+            model, os.path.join(out_dir, "saved_model", model_name), warmup_images=images
+        )
+        paths = {"saved_model": version_dir}
+        if tflite:
+            # Versioned like the SavedModel: never overwritten.
+            final = os.path.join(tflite_base, os.path.basename(version_dir))
+            os.rename(staging, final)
+            staging = None
+            paths["tflite"] = {
+                k: os.path.join(final, os.path.basename(v)) for k, v in staged.items()
+            }
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return paths
+
+
+def _convert_tflite(model, images, out_dir: str) -> dict:
+    """The three `.tflite` files of `model` in `out_dir`: kind -> path."""
+    labels = None
+    if model.num_classes:  # calibration only needs typical latents: cycle the classes
+        labels = np.arange(len(images)) % model.num_classes
+    z_mean, _ = model.encode(to_unit_interval(images), labels=labels)
+    with tempfile.TemporaryDirectory(prefix="keras_vae_tflite_") as source:
+        # The same signatures, the decoder in its convolution form (faster
+        # in LiteRT, slower in TF Serving at large batches).
+        saved_model.build_archive(
+            model.with_decoder(decoder_forms.as_convolutions(model.decoder))
+        ).write_out(source, verbose=False)
+        return tflite_lib.export_tflite(
+            source, out_dir, z_mean.numpy(), model.num_classes, model.prior_layer.is_mixture
+        )

@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -41,6 +43,10 @@ HISTORY_FILE = "history.csv"
 REPORT_FILE = "report.html"
 BACKUP_DIR = "backup"
 LOGS_DIR = "logs"
+LOCK_FILE = ".lock"
+# What keras.callbacks.BackupAndRestore writes, and our record of it, written last.
+BACKUP_FILES = ("latest.weights.h5", "training_metadata.json")
+BACKUP_MANIFEST = "manifest.json"
 
 
 @contextlib.contextmanager
@@ -106,22 +112,26 @@ def default_output_dir(config: TrainConfig) -> str:
 
 
 def prepare_run_dir(config: TrainConfig) -> str:
-    """Creates the run directory, or reopens it to resume.
+    """Creates the run directory, or reopens it to resume, and takes its lock.
 
     An existing directory is reopened with `--resume`, or when it holds an
     unfinished run with exactly this config (the same command started again
-    after a crash); anything else is refused, never overwritten.
+    after a crash); anything else is refused, never overwritten. A directory
+    another process is writing is refused (`lock_run_dir`) before anything
+    is written to it.
     """
     out = config.output_dir
     config_path = os.path.join(out, CONFIG_FILE)
     if config.resume:
         if not os.path.isfile(config_path):
             raise UsageError(f"Cannot resume: {out} holds no {CONFIG_FILE}.")
+        lock_run_dir(out)
         return out
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--output-dir {out} is a file; pass a directory path.")
-    if os.path.exists(out) and os.listdir(out):
+    if os.path.exists(out) and set(os.listdir(out)) - {LOCK_FILE}:
         if is_unfinished_run_of(out, config):
+            lock_run_dir(out)
             print(f"Resuming the unfinished run in {out} from its last backup.")
             return out
         raise UsageError(
@@ -129,6 +139,7 @@ def prepare_run_dir(config: TrainConfig) -> str:
             "overwritten. Pass a new `--output-dir`, or `--resume` to continue it."
         )
     os.makedirs(out, exist_ok=True)
+    lock_run_dir(out)
     write_json(config_path, dataclasses.asdict(config))
     return out
 
@@ -179,3 +190,101 @@ def update_metrics(run_dir: str, updates: dict) -> dict:
     metrics.update(updates)
     write_json(path, metrics)
     return metrics
+
+
+# --- one writer per run directory ---------------------------------------------
+
+_HELD_LOCKS: dict = {}  # realpath -> open lock file, kept for the process's life
+
+
+def lock_run_dir(run_dir: str) -> None:
+    """Takes the run directory's exclusive lock for this process, or refuses.
+
+    `fcntl.flock` on `RUN/.lock`: the OS releases it when the process dies,
+    however it dies, so a killed run never leaves a stale lock. Taking it
+    again in the same process is a no-op (training, then its export).
+
+    Raises:
+        UsageError: another process holds it; the message names its PID.
+    """
+    path = os.path.realpath(os.path.join(run_dir, LOCK_FILE))
+    if path in _HELD_LOCKS:
+        return
+    f = open(path, "a+")  # noqa: SIM115  (held open until the process ends)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise UsageError(
+            f"Run directory {run_dir} is in use by another process (PID {holder}). Wait for "
+            "it to finish, or stop it, then run the command again."
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    _HELD_LOCKS[path] = f
+
+
+# --- checked backups ------------------------------------------------------------
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_backup_manifest(backup_dir: str) -> None:
+    """Records the size and sha256 of each backup file (after they are complete)."""
+    files = {}
+    for name in BACKUP_FILES:
+        path = os.path.join(backup_dir, name)
+        files[name] = {"bytes": os.path.getsize(path), "sha256": _sha256(path)}
+    write_json(os.path.join(backup_dir, BACKUP_MANIFEST), {"files": files})
+
+
+def check_backup(backup_dir: str) -> int:
+    """The epochs a backup holds: 0 for none, else checked against its manifest.
+
+    Raises:
+        UsageError: a backup file is missing, truncated or altered, or the
+            manifest is (the backup was not finished): the message names the
+            file and the way out.
+    """
+    present = [
+        n for n in (*BACKUP_FILES, BACKUP_MANIFEST) if os.path.exists(os.path.join(backup_dir, n))
+    ]
+    if not present:
+        return 0
+    way_out = (
+        f"Resuming from it would not restore what was trained. Start again in a new "
+        f"`--output-dir`, or move {backup_dir} aside (e.g. `mv {backup_dir} "
+        f"{backup_dir}.damaged`) to restart this run from scratch."
+    )
+    manifest_path = os.path.join(backup_dir, BACKUP_MANIFEST)
+    if not os.path.exists(manifest_path):
+        raise UsageError(
+            f"The backup in {backup_dir} has no {BACKUP_MANIFEST}: it was not finished. {way_out}"
+        )
+    try:
+        files = read_json(manifest_path)["files"]
+    except (UsageError, KeyError, TypeError):
+        raise UsageError(f"{manifest_path} is damaged. {way_out}") from None
+    for name in BACKUP_FILES:
+        path = os.path.join(backup_dir, name)
+        expected = files.get(name, {})
+        if not os.path.isfile(path):
+            raise UsageError(f"Backup file {path} is missing. {way_out}")
+        if os.path.getsize(path) != expected.get("bytes") or _sha256(path) != expected.get(
+            "sha256"
+        ):
+            raise UsageError(
+                f"Backup file {path} does not match {BACKUP_MANIFEST} (truncated or "
+                f"altered). {way_out}"
+            )
+    return int(read_json(os.path.join(backup_dir, "training_metadata.json"))["epoch"])

@@ -28,6 +28,7 @@ import tensorflow as tf
 from export.writer import export_all
 from keras_vae import data, distribute, evaluate, inputs, precision, runs, visualize
 from keras_vae.config import TrainConfig
+from keras_vae.errors import UsageError
 from keras_vae.optimizers import AdamNormGrad
 from keras_vae.vae import VAE
 
@@ -106,6 +107,15 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
             )
 
 
+class CheckedBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` that records each backup's files in a manifest,
+    written last; `runs.check_backup` refuses a backup that does not match it."""
+
+    def _save_model(self):
+        super()._save_model()
+        runs.write_backup_manifest(self.backup_dir)
+
+
 @dataclasses.dataclass
 class _Run:
     """What `_set_up` prepares for the other steps."""
@@ -160,6 +170,13 @@ def _set_up(config: TrainConfig) -> _Run:
         config = dataclasses.replace(config, output_dir=runs.default_output_dir(config))
     chief = distribute.is_chief(strategy)
     run_dir = runs.prepare_run_dir(config) if chief else config.output_dir
+    done = runs.check_backup(_backup_dir(run_dir, described, strategy))
+    if done and config.epochs <= done:
+        raise UsageError(
+            f"The run in {run_dir} has already trained {done} epochs; `--epochs "
+            f"{config.epochs}` would train nothing. Pass `--epochs` above {done} to "
+            "extend it."
+        )
     print(
         f"Run directory: {run_dir}  (data: {datasets.info.source}, images {datasets.image_shape})"
     )
@@ -196,13 +213,18 @@ def _callbacks(run: _Run) -> list:
             keras.callbacks.TensorBoard(logs),
             ImageSummaries(logs, run.picture_data),
         ]
-    backup_dir = os.path.join(run.run_dir, runs.BACKUP_DIR)
-    if run.described["workers"] > 1:  # one per worker: a shared one breaks on an h5 lock
-        backup_dir = os.path.join(backup_dir, f"worker-{distribute.worker_index(run.strategy)}")
     # Weights, optimizer state and epoch, last; kept after training so that a
     # finished run can be extended with `--resume --epochs N`.
-    callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False))
+    backup_dir = _backup_dir(run.run_dir, run.described, run.strategy)
+    callbacks.append(CheckedBackupAndRestore(backup_dir, delete_checkpoint=False))
     return callbacks
+
+
+def _backup_dir(run_dir, described, strategy) -> str:
+    backup_dir = os.path.join(run_dir, runs.BACKUP_DIR)
+    if described["workers"] > 1:  # one per worker: a shared one breaks on an h5 lock
+        backup_dir = os.path.join(backup_dir, f"worker-{distribute.worker_index(strategy)}")
+    return backup_dir
 
 
 def _early_stopping(callbacks):

@@ -1,0 +1,63 @@
+"""Image files -> uint8 pixels, by PIL mode, or a clear refusal.
+
+numpy and Pillow only: `serve_signature.py run` uses it beside LiteRT, in a
+process that never imports TensorFlow.
+
+| PIL mode | becomes |
+|---|---|
+| `L`, `RGB` | as they are |
+| `1` (1-bit) | `L`, 0 or 255 |
+| `P` (palette), `CMYK`, `YCbCr`, `LAB`, `HSV` | `RGB` (a palette's transparency dropped) |
+| `LA`, `RGBA`, `PA` | alpha dropped: `L` or `RGB` |
+| `I;16`, `I;16L`, `I;16B`, `I` (16-bit) | `L`, scaled by 255 / 65535 |
+| `I` above 16 bits, `F` (float) | refused: no 8-bit scale to assume |
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+_TO_RGB = {"P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBA", "RGBX"}
+
+
+def read_image(path: str) -> np.ndarray:
+    """One image file -> uint8 `(H, W, C)`, C = 1 or 3.
+
+    Raises:
+        ValueError: not an image, truncated, or a mode with no 8-bit meaning;
+            the message names the file.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now: a truncated file fails here, not later
+            return _to_uint8(image, path)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"{path}: not a readable image ({e}).") from None
+
+
+def _to_uint8(image, path: str) -> np.ndarray:
+    mode = image.mode
+    if mode in ("L", "RGB"):
+        array = np.asarray(image)
+    elif mode == "1":
+        array = np.asarray(image.convert("L"))
+    elif mode == "LA":
+        array = np.asarray(image.convert("L"))
+    elif mode in _TO_RGB:
+        array = np.asarray(image.convert("RGBA" if mode == "P" else "RGB"))[..., :3]
+    elif mode.startswith("I;16") or mode == "I":
+        wide = np.asarray(image).astype(np.int64)
+        if wide.min() < 0 or wide.max() > 65535:
+            raise ValueError(
+                f"{path}: a 32-bit integer image with values from {wide.min()} to "
+                f"{wide.max()}; convert it to 8-bit (L or RGB) first."
+            )
+        array = np.round(wide * (255 / 65535)).astype(np.uint8)
+    else:
+        raise ValueError(
+            f"{path}: image mode {mode!r} has no 8-bit reading (e.g. float pixels); "
+            "convert it to 8-bit grey (L) or RGB first."
+        )
+    array = np.asarray(array, np.uint8)
+    return array[..., None] if array.ndim == 2 else array
