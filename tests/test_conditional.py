@@ -37,9 +37,14 @@ def test_conditional_model_trains_round_trips_and_generates_classes(labelled, tm
     assert after < before - 100
     reloaded = assert_saving_round_trip(model, (images[:4], labels[:4]), tmp_path)
     assert reloaded.num_classes == 10
-    boots = model.sample_prior(labels=[9] * 5)["images"].numpy()
-    shirts = model.sample_prior(labels=[1] * 5)["images"].numpy()
-    assert boots.shape == (5, 28, 28, 1)
+    boots = model.sample_prior(labels=[9] * 5)
+    assert boots["images"].shape == (5, 28, 28, 1)
+    # The draws are decoded with the asked class, not another.
+    np.testing.assert_allclose(
+        boots["images"], model.decode(boots["z"], labels=[9] * 5)["mean"], atol=1e-6
+    )
+    shirts = model.decode(boots["z"], labels=[1] * 5)["mean"]
+    assert np.abs(boots["images"] - shirts).max() > 0.1
     # Decoded from the same z, two classes give different pictures.
     z = tf.zeros((1, 4))
     assert (
@@ -50,7 +55,6 @@ def test_conditional_model_trains_round_trips_and_generates_classes(labelled, tm
     right = model.negative_elbo(images[:200], sample=False, labels=labels[:200])["loss"].numpy()
     wrong = model.negative_elbo(images[:200], sample=False, labels=(labels[:200] + 5) % 10)["loss"]
     assert right.mean() < wrong.numpy().mean()
-    del shirts
 
 
 def test_conditional_errors(labelled):

@@ -431,7 +431,8 @@ def test_killed_export_leaves_previous_version_intact(exported, tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert saved_model.existing_versions(str(base)) == [1]
-    assert tf.saved_model.load(str(base / "1")).signatures["decode"] is not None
+    decode = tf.saved_model.load(str(base / "1")).signatures["decode"]
+    assert decode(z=tf.zeros((2, LATENT)))["mean"].shape == (2, 28, 28, 1)  # whole and usable
     third = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert third.returncode == 0, third.stderr[-3000:]
     assert sorted(os.listdir(base)) == ["1", "2"]  # the stale temporary is gone

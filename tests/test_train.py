@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -190,3 +191,19 @@ def test_a_non_finite_loss_stops_training_under_mixed_float16():
         )
     assert all(np.isfinite(w).all() for w in model.get_weights())
     assert any((a != b).any() for a, b in zip(before, model.get_weights(), strict=True))
+
+
+def test_a_damaged_backup_stops_the_cli_and_writes_nothing(real_run, tmp_path):
+    # A copy of the finished 1-epoch run: the other tests keep the original.
+    out = str(tmp_path / "copy")
+    shutil.copytree(real_run[0], out)
+    # Extending a finished run to at most its own epochs trains nothing: refused.
+    again = run_cli("--resume", "--epochs", "1", "--output-dir", out)
+    assert again.returncode == 2 and "already trained 1 epochs" in again.stderr
+    metrics_before = open(os.path.join(out, "metrics.json")).read()
+    os.remove(os.path.join(out, "backup", "latest.weights.h5"))
+    resumed = run_cli("--resume", "--epochs", "2", "--output-dir", out)
+    assert resumed.returncode == 2
+    assert "latest.weights.h5 is missing" in resumed.stderr
+    assert "Traceback" not in resumed.stderr
+    assert open(os.path.join(out, "metrics.json")).read() == metrics_before  # untouched
