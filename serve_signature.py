@@ -134,9 +134,7 @@ def _check_url(url: str) -> str:
 
 
 def _save_outputs(path: str, outputs: dict) -> None:
-    """`--output FILE.npz`, written whole or not at all."""
-    if not path.endswith(".npz"):
-        raise ValueError(f"--output {path!r}: expected a file name ending in .npz.")
+    """`--output FILE.npz` (checked by `main` before any work), written whole or not at all."""
     tmp = f"{path}.{os.getpid()}.tmp.npz"
     try:
         np.savez(tmp, **outputs)

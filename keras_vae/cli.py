@@ -60,14 +60,14 @@ def train(argv=None) -> int:
         description="Train a VAE on a TFDS image dataset and write the model, metrics, "
         "TensorBoard logs, pictures and exports to a run directory.",
     )
-    try:
-        config = config_lib.parse_config(argv, parser)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    from keras_vae import training  # TensorFlow loads here, after the flags
 
-    return run(training.train, config)
+    def work():
+        config = config_lib.parse_config(argv, parser)
+        from keras_vae import training  # TensorFlow loads here, after the flags
+
+        training.train(config)
+
+    return run(work)
 
 
 # --- evaluate ---------------------------------------------------------------

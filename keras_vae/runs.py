@@ -152,16 +152,21 @@ def is_unfinished_run_of(out: str, config: TrainConfig) -> bool:
     return read_json(config_path) == json.loads(json.dumps(dataclasses.asdict(config)))
 
 
+def _run_model_file(run_dir: str) -> str:
+    """`RUN/model.keras`, or a `UsageError` if the run has not finished."""
+    model_file = os.path.join(run_dir, MODEL_FILE)
+    if not os.path.isfile(model_file):
+        raise UsageError(
+            f"{run_dir} holds no {MODEL_FILE}: is it a finished train.py run directory? "
+            "Pass the run directory to --model."
+        )
+    return model_file
+
+
 def resolve_model_path(path: str) -> tuple[str, str | None]:
     """(`.keras` file, run directory or None) for a run directory or a file."""
     if os.path.isdir(path):
-        model_file = os.path.join(path, MODEL_FILE)
-        if not os.path.isfile(model_file):
-            raise UsageError(
-                f"{path} holds no {MODEL_FILE}: is it a finished train.py run directory? "
-                "Pass the run directory or a .keras file to --model."
-            )
-        return model_file, path
+        return _run_model_file(path), path
     if path.endswith(".keras") and os.path.isfile(path):
         return path, None
     raise UsageError(f"--model {path}: no such run directory or .keras file.")
@@ -173,12 +178,7 @@ def load_run(run_dir: str) -> tuple[TrainConfig, keras.Model]:
     Raises:
         UsageError: `run_dir` holds no model file, or a bad config.json.
     """
-    model_file = os.path.join(run_dir, MODEL_FILE)
-    if not os.path.isfile(model_file):
-        raise UsageError(
-            f"{run_dir} holds no {MODEL_FILE}: pass the directory of a finished train.py "
-            "run to --model."
-        )
+    model_file = _run_model_file(run_dir)
     config = TrainConfig.from_json_file(os.path.join(run_dir, CONFIG_FILE))
     return config, keras.models.load_model(model_file)
 
