@@ -50,9 +50,13 @@ def _check_num_samples(num_samples):
 
 
 def importance_weighted_nll(
-    model, images, num_samples: int, chunk: int = DEFAULT_CHUNK, labels=None
+    model, images, num_samples: int, chunk: int = DEFAULT_CHUNK, labels=None, on_chunk=None
 ):
-    """-L_K per image (nats), `(batch,)`, with K = `num_samples`; -log p(x|y) with labels."""
+    """-L_K per image (nats), `(batch,)`, with K = `num_samples`; -log p(x|y) with labels.
+
+    `on_chunk(done)`, if given, is called after each chunk with the samples
+    done so far (what moves the progress bar within a batch when K is large).
+    """
     _check_num_samples(num_samples)
     batch = int(images.shape[0])
     per_chunk = max(1, min(num_samples, chunk // max(batch, 1)))
@@ -64,6 +68,8 @@ def importance_weighted_nll(
         weights = step(images, tf.constant(k), labels)
         total = tf.reduce_logsumexp(tf.stack([total, tf.reduce_logsumexp(weights, axis=0)]), axis=0)
         done += k
+        if on_chunk is not None:
+            on_chunk(done)
     return -(total - math.log(num_samples))
 
 
@@ -134,8 +140,16 @@ def evaluate(
         if labels is not None and model.num_classes:
             batch_labels = tf.constant(labels[first : first + batch_size], tf.int32)
         elbo.append(model.negative_elbo(batch, sample=True, labels=batch_labels)["loss"].numpy())
-        iw.append(importance_weighted_nll(model, batch, iw_samples, chunk, batch_labels).numpy())
-        progress.add(int(batch.shape[0]), [("iw_nll", float(np.mean(np.concatenate(iw))))])
+        size = int(batch.shape[0])
+
+        def on_chunk(done, first=first, size=size):
+            # Within a batch the bar moves by chunk: at least once every few
+            # seconds whatever K is (a chunk is DEFAULT_CHUNK decoder passes).
+            progress.update(first + size * done / iw_samples)
+
+        nll = importance_weighted_nll(model, batch, iw_samples, chunk, batch_labels, on_chunk)
+        iw.append(nll.numpy())
+        progress.update(first + size, [("iw_nll", float(np.mean(np.concatenate(iw))))])
     means, kls = posterior_statistics(model, images, labels=labels if model.num_classes else None)
     iw_nll = float(np.mean(np.concatenate(iw)))
     kl_key = "kl_per_dim_nats"

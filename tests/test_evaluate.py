@@ -92,6 +92,11 @@ def test_chunking_does_not_change_the_bound():
     small = evaluate.importance_weighted_nll(toy, x, 500, chunk=100).numpy().mean()
     large = evaluate.importance_weighted_nll(toy, x, 500, chunk=100_000).numpy().mean()
     assert abs(small - large) < 0.05  # different draws, same estimate
+    # Every chunk reports its progress: 50 images x 500 samples in chunks of 100
+    # decoder passes is 2 samples per chunk, 250 reports, the last at K.
+    done = []
+    evaluate.importance_weighted_nll(toy, x, 500, chunk=100, on_chunk=done.append)
+    assert len(done) == 250 and done == sorted(done) and done[-1] == 500
 
 
 def _iw_bounds(policy):
