@@ -25,60 +25,15 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from textbook_vae import ReferenceVAE  # noqa: E402
 
 from keras_vae import data, precision  # noqa: E402
 from keras_vae.vae import VAE  # noqa: E402
-
-
-class ReferenceVAE(keras.Model):
-    """The textbook VAE: https://www.tensorflow.org/tutorials/generative/cvae, Keras 3."""
-
-    def __init__(self, latent_dim=16):
-        super().__init__()
-        self.latent_dim = latent_dim
-        self.encoder = keras.Sequential(
-            [
-                keras.Input((28, 28, 1)),
-                keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
-                keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu"),
-                keras.layers.Flatten(),
-                keras.layers.Dense(2 * latent_dim),
-            ]
-        )
-        self.decoder = keras.Sequential(
-            [
-                keras.Input((latent_dim,)),
-                keras.layers.Dense(7 * 7 * 32, activation="relu"),
-                keras.layers.Reshape((7, 7, 32)),
-                keras.layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu"),
-                keras.layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu"),
-                keras.layers.Conv2DTranspose(1, 3, padding="same"),
-            ]
-        )
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-
-    def train_step(self, x):
-        with tf.GradientTape() as tape:
-            mean, log_var = tf.split(self.encoder(x), 2, axis=-1)
-            z = mean + tf.exp(0.5 * log_var) * tf.random.normal(tf.shape(mean))
-            logits = self.decoder(z)
-            rec = tf.reduce_mean(
-                tf.reduce_sum(
-                    tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=logits), [1, 2, 3]
-                )
-            )
-            kl = tf.reduce_mean(
-                -0.5 * tf.reduce_sum(1 + log_var - tf.square(mean) - tf.exp(log_var), 1)
-            )
-            loss = rec + kl
-        grads = tape.gradient(loss, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_weights, strict=True))
-        self.loss_tracker.update_state(loss)
-        return {"loss": self.loss_tracker.result()}
 
 
 def training_flops_per_example(model) -> float:
