@@ -53,6 +53,16 @@ PROTOCOLS = {
 }
 
 
+def dataset_is_path(name: str) -> bool:
+    """Whether `--dataset` names a folder or array file rather than a TFDS dataset."""
+    return (
+        os.sep in name
+        or name.startswith("~")
+        or name.endswith((".npz", ".npy"))
+        or os.path.isdir(name)
+    )
+
+
 def _field(default, help, **kwargs):
     return dataclasses.field(default=default, metadata={"help": help, **kwargs})
 
@@ -60,13 +70,29 @@ def _field(default, help, **kwargs):
 @dataclasses.dataclass
 class TrainConfig:
     # --- data ---
-    dataset: str = _field("fashion_mnist", "TFDS image dataset name.")
+    dataset: str = _field(
+        "fashion_mnist",
+        "TFDS image dataset name, or a folder of images (class subfolders become labels; "
+        "train/ and test/ subfolders the splits) or a .npz/.npy file of uint8 images.",
+    )
     data_dir: str | None = _field(None, "TFDS data directory (default: TFDS's own).")
     download: bool = _field(False, "Let TFDS download the dataset (needs internet).")
     train_split: str = _field("train", "TFDS split to train on.")
     test_split: str = _field("test", "TFDS split to evaluate on.")
     image_size: int | None = _field(
         None, "Resize images to SIZE x SIZE (e.g. 64 for celeb_a).", min=1
+    )
+    test_fraction: float = _field(
+        0.1,
+        "A folder or array without its own test split: the share of images held out "
+        "(seeded) as the 'test' split.",
+        above=0,
+        below=1,
+    )
+    channels: int | None = _field(
+        None,
+        "Convert images to 1 (grey) or 3 (RGB) channels (default: the data's own).",
+        choices=(1, 3),
     )
     binarize: str = _field(
         "none",
@@ -182,6 +208,8 @@ class TrainConfig:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             _check_field(f, getattr(self, f.name))
+        if dataset_is_path(self.dataset):  # resume and evaluate find it from any folder
+            self.dataset = os.path.abspath(os.path.expanduser(self.dataset))
         if self.early_stopping and not self.validation_split:
             raise UsageError(
                 "`--early-stopping` needs `--validation-split` (e.g. 'train[50000:]' with "
@@ -230,6 +258,8 @@ _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 def _check_field(f: dataclasses.Field, value) -> None:
     """One field's declared type, choices and range; NaN and infinities are refused."""
     flag = f"`--{_flag(f.name)}`"
+    if value is None and f.default is None:
+        return
     allowed = f.metadata.get("choices")
     if allowed and value not in allowed:
         raise UsageError(
@@ -249,9 +279,17 @@ def _check_field(f: dataclasses.Field, value) -> None:
         raise UsageError(
             f"Invalid value received for {flag}. Expected a finite number. Received: {value}"
         )
-    low, above = f.metadata.get("min"), f.metadata.get("above")
-    if (low is not None and value < low) or (above is not None and value <= above):
-        bound = f">= {low}" if low is not None else f"> {above}"
+    low, above, below = (f.metadata.get(k) for k in ("min", "above", "below"))
+    if (
+        (low is not None and value < low)
+        or (above is not None and value <= above)
+        or (below is not None and value >= below)
+    ):
+        bound = " and ".join(
+            text
+            for text, limit in ((f">= {low}", low), (f"> {above}", above), (f"< {below}", below))
+            if limit is not None
+        )
         raise UsageError(
             f"Invalid value received for {flag}. Expected a value {bound}. Received: {value}"
         )

@@ -48,6 +48,19 @@ class Datasets:
     image_shape: tuple
 
 
+def load_split(config: TrainConfig, dataset: str, split: str):
+    """`data.load` of one split, with the config's data options."""
+    return data.load(
+        dataset,
+        split,
+        config.data_dir,
+        config.download,
+        image_size=config.image_size,
+        channels=config.channels,
+        test_fraction=config.test_fraction,
+    )
+
+
 def load_datasets(config: TrainConfig, strategy=None) -> Datasets:
     """Train, test and validation data, steps per epoch, the dataset's info and image shape.
 
@@ -55,10 +68,8 @@ def load_datasets(config: TrainConfig, strategy=None) -> Datasets:
     (each example once per epoch across the workers) and runs the same number
     of steps; elsewhere Keras splits each global batch over the replicas.
     """
-    train_raw, info = data.load(
-        config.dataset, config.train_split, config.data_dir, config.download
-    )
-    test_raw, _ = data.load(config.dataset, config.test_split, config.data_dir, config.download)
+    train_raw, info = load_split(config, config.dataset, config.train_split)
+    test_raw, _ = load_split(config, config.dataset, config.test_split)
     image_shape = data.output_image_shape(info, config.image_size)
     networks.get_architecture(config.architecture).check_image_shape(image_shape)  # fail now
     if config.conditional and not info.class_names:
@@ -108,9 +119,7 @@ def load_datasets(config: TrainConfig, strategy=None) -> Datasets:
         fit_steps = steps_per_epoch
     validation = test
     if config.validation_split:
-        val_raw, _ = data.load(
-            config.dataset, config.validation_split, config.data_dir, config.download
-        )
+        val_raw, _ = load_split(config, config.dataset, config.validation_split)
         validation = data.pipeline(val_raw, config.batch_size, **common)
     return Datasets(train, test, validation, steps_per_epoch, fit_steps, info, image_shape)
 
@@ -128,7 +137,7 @@ def _load_images(config: TrainConfig, dataset: str, split: str, count: int | Non
     and class names. Its own uncached pipeline: reading part of a cached one
     would drop the cache.
     """
-    raw, info = data.load(dataset, split, config.data_dir, config.download)
+    raw, info = load_split(config, dataset, split)
     if count:
         raw = raw.take(count)
     labelled = bool(info.class_names)
@@ -145,6 +154,12 @@ def _load_images(config: TrainConfig, dataset: str, split: str, count: int | Non
 def load_test_examples(config: TrainConfig, count: int | None = None):
     """The first `count` (None: all) test images, their labels or None, class names."""
     return _load_images(config, config.dataset, config.test_split, count)
+
+
+def load_train_images(config: TrainConfig, count: int | None = None):
+    """The first `count` (None: all) training images as the model sees them
+    (a binarized run's fixed binarization), their labels or None, class names."""
+    return _load_images(config, config.dataset, config.train_split, count)
 
 
 def load_shifted_images(config: TrainConfig, name: str, count: int, image_shape):

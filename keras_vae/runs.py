@@ -179,8 +179,12 @@ def load_run(run_dir: str) -> tuple[TrainConfig, keras.Model]:
         UsageError: `run_dir` holds no model file, or a bad config.json.
     """
     model_file = _run_model_file(run_dir)
-    config = TrainConfig.from_json_file(os.path.join(run_dir, CONFIG_FILE))
-    return config, keras.models.load_model(model_file)
+    return load_config(run_dir), keras.models.load_model(model_file)
+
+
+def load_config(run_dir: str) -> TrainConfig:
+    """The run's config.json, checked like flags."""
+    return TrainConfig.from_json_file(os.path.join(run_dir, CONFIG_FILE))
 
 
 def update_metrics(run_dir: str, updates: dict) -> dict:
