@@ -144,6 +144,38 @@ def _save_outputs(path: str, outputs: dict) -> None:
             os.remove(tmp)
 
 
+# The outputs that are images in [0, 1], by signature kind.
+IMAGE_OUTPUTS = ("images", "reconstruction", "mean")
+
+
+def _image_output(model, signature: str) -> str:
+    """The name of `signature`'s image output, checked before it runs."""
+    spec = model.signatures.get(signature)
+    outputs = sorted(spec.outputs) if spec else []
+    for key in IMAGE_OUTPUTS:  # `score` has a per-image `reconstruction` in nats: rank 1
+        if key in outputs and len(spec.outputs[key].shape) == 4:
+            return key
+    if spec is None:  # the runner names the signatures that exist
+        return ""
+    raise ValueError(
+        f"--output *.png: signature {signature!r} returns no images (outputs: "
+        f"{', '.join(outputs)}); write them to a .npz instead."
+    )
+
+
+def _save_grid(path: str, images) -> None:
+    """A grid of `(n, H, W, C)` images in [0, 1] as one PNG, written whole or not at all."""
+    from export.images import image_grid, write_png
+
+    tmp = f"{path}.{os.getpid()}.tmp.png"
+    try:
+        write_png(tmp, image_grid(np.asarray(images, np.float32)))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,7 +192,12 @@ def main(argv=None) -> int:
         p.add_argument("--signature", default="serving_default", help="Signature name.")
         p.add_argument("--images", nargs="+", help="Image files, or one .npy (uint8 N,H,W,C).")
         p.add_argument("--input", action="append", help="NAME=FILE.npy or NAME=INTEGER.")
-        p.add_argument("--output", help="Write the outputs (run: .npz; rest: the JSON body).")
+        p.add_argument(
+            "--output",
+            help="Write the outputs. run: FILE.npz (every output) or FILE.png (a grid of "
+            "the images a signature returns: generate, reconstruct, decode); rest: the "
+            "JSON body.",
+        )
         if name in ("rest", "grpc"):
             p.add_argument(
                 "--timeout",
@@ -190,10 +227,19 @@ def main(argv=None) -> int:
         if args.command == "run":
             from export.runner import open_model
 
-            if args.output and not args.output.endswith(".npz"):
-                raise ValueError(f"--output {args.output!r}: expected a file name ending in .npz.")
-            outputs = open_model(args.model).run(args.signature, inputs)
-            if args.output:
+            if args.output and not args.output.endswith((".npz", ".png")):
+                raise ValueError(
+                    f"--output {args.output!r}: expected a file name ending in .npz (every "
+                    "output) or .png (a grid of the images)."
+                )
+            model = open_model(args.model)
+            image_key = None
+            if args.output and args.output.endswith(".png"):
+                image_key = _image_output(model, args.signature)
+            outputs = model.run(args.signature, inputs)
+            if image_key:
+                _save_grid(args.output, outputs[image_key])
+            elif args.output:
                 _save_outputs(args.output, outputs)
             print(json.dumps(_summarise(outputs), indent=1))
         elif args.command == "rest":

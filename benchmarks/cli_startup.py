@@ -20,6 +20,7 @@ COMMANDS = (
     ["train.py"],
     ["-m", "keras_vae.evaluate"],
     ["-m", "keras_vae.visualize"],
+    ["-m", "keras_vae.generate"],
     ["-m", "export"],
     ["serve_signature.py"],
 )

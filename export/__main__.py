@@ -41,7 +41,6 @@ def build_parser():
 def calibration_images(args, run_dir):
     """uint8 images for the warm-up file and the int8 calibration, or None."""
     from keras_vae import data, inputs, runs  # TensorFlow: after the flags
-    from keras_vae.config import TrainConfig
 
     if args.calibration_images:
         return np.load(args.calibration_images)
@@ -52,7 +51,7 @@ def calibration_images(args, run_dir):
             "A bare .keras file does not say which data it was trained on: pass "
             "--calibration-images images.npy (uint8, n x H x W x C) or --no-tflite."
         )
-    config = TrainConfig.from_json_file(os.path.join(run_dir, runs.CONFIG_FILE))
+    config = runs.load_config(run_dir)
     images = inputs.load_test_examples(config, inputs.EXPORT_CALIBRATION_IMAGES)[0]
     return data.to_uint8(images)
 
@@ -65,13 +64,17 @@ def main(argv=None) -> int:
         import keras
 
         from export.writer import export_all
-        from keras_vae import runs
+        from keras_vae import runs, samplers
 
         model_file, run_dir = runs.resolve_model_path(args.model)
         model = keras.models.load_model(model_file)
         images = calibration_images(args, run_dir)
         out_dir = args.output_dir or run_dir or os.path.dirname(os.path.abspath(model_file))
-        paths = export_all(model, out_dir, args.model_name, images, tflite=not args.no_tflite)
+        # A run's exports also get generate_gmm (its GMM sampler, fitted once).
+        gmm = samplers.run_gmm(run_dir, model, runs.load_config(run_dir)) if run_dir else None
+        paths = export_all(
+            model, out_dir, args.model_name, images, tflite=not args.no_tflite, gmm=gmm
+        )
         print(json.dumps(paths, indent=2))
 
     return cli.run(work)

@@ -1,7 +1,9 @@
-"""Image files -> uint8 pixels, by PIL mode, or a clear refusal.
+"""Image files in and out: uint8 pixels by PIL mode (or a clear refusal), grids, PNGs.
 
 numpy and Pillow only: `serve_signature.py run` uses it beside LiteRT, in a
-process that never imports TensorFlow.
+process that never imports TensorFlow. `--dataset PATH` reads folders with
+the same `read_image`, and every PNG the package writes goes through
+`write_png`.
 
 | PIL mode | becomes |
 |---|---|
@@ -14,6 +16,8 @@ process that never imports TensorFlow.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -61,3 +65,28 @@ def _to_uint8(image, path: str) -> np.ndarray:
         )
     array = np.asarray(array, np.uint8)
     return array[..., None] if array.ndim == 2 else array
+
+
+def image_grid(images, columns: int | None = None, pad: int = 1) -> np.ndarray:
+    """Tiles `(n, H, W, C)` images in [0, 1] into one uint8 image.
+
+    The result is `(rows * (H + pad) + pad, columns * (W + pad) + pad, C)`;
+    cells are separated by white lines, and a partly filled last row is white.
+    """
+    images = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
+    n, height, width, channels = images.shape
+    columns = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    grid = np.ones(
+        (rows * (height + pad) + pad, columns * (width + pad) + pad, channels), np.float32
+    )
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        top, left = pad + r * (height + pad), pad + c * (width + pad)
+        grid[top : top + height, left : left + width] = image
+    return np.round(grid * 255).astype(np.uint8)
+
+
+def write_png(path: str, image: np.ndarray) -> None:
+    """A uint8 `(H, W, C)` array, C = 1 or 3, as a PNG file."""
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path, format="PNG")

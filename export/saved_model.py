@@ -39,18 +39,19 @@ def existing_versions(base_dir: str) -> list[int]:
     return sorted(int(d) for d in os.listdir(base_dir) if d.isdigit())
 
 
-def build_archive(model) -> keras.export.ExportArchive:
-    """An `ExportArchive` with every signature of `export.signatures`."""
+def build_archive(model, gmm=None) -> keras.export.ExportArchive:
+    """An `ExportArchive` with every signature of `export.signatures` (`generate_gmm`
+    too, given a GMM sampler)."""
     # A seed set in this process would be baked into the random ops and every
     # load would repeat the same "random" draws.
     tf.random.set_seed(None)
     archive = keras.export.ExportArchive()
-    for name, (fn, input_signature) in signature_functions(model).items():
+    for name, (fn, input_signature) in signature_functions(model, gmm).items():
         archive.add_endpoint(name, fn, input_signature=input_signature)
     return archive
 
 
-def example_inputs(model, images: np.ndarray) -> dict:
+def example_inputs(model, images: np.ndarray, gmm=None) -> dict:
     """One small, real input batch per signature (for warm-up and checks)."""
     images = np.asarray(images[:2], dtype=np.uint8)
     z = np.random.default_rng(0).standard_normal((2, model.latent_dim)).astype(np.float32)
@@ -62,11 +63,15 @@ def example_inputs(model, images: np.ndarray) -> dict:
         "generate_from_noise": {"noise": z},
         "score": {"images": images},
     }
+    if gmm is not None:
+        inputs["generate_gmm"] = {"count": np.array(2, np.int32)}
     if model.prior_layer.is_mixture:
         inputs["generate_from_noise"]["uniform"] = np.array([0.25, 0.75], np.float32)
     if model.num_classes:
         labels = np.arange(2, dtype=np.int32) % model.num_classes
         inputs["generate"] = {}
+        if gmm is not None:
+            inputs["generate_gmm"] = {}
         for tensors in inputs.values():
             tensors["labels"] = labels
     return inputs
@@ -90,7 +95,7 @@ def write_warmup_requests(path: str, model_name: str, inputs: dict) -> None:
             writer.write(log.SerializeToString())
 
 
-def export_saved_model(model, base_dir: str, warmup_images=None) -> str:
+def export_saved_model(model, base_dir: str, warmup_images=None, gmm=None) -> str:
     """Writes the next version under `base_dir`; returns its path.
 
     Args:
@@ -99,6 +104,8 @@ def export_saved_model(model, base_dir: str, warmup_images=None) -> str:
             watches. The model name is its last component.
         warmup_images: uint8 array `(n, H, W, C)` or None. Real images for the
             warm-up requests; zeros if None.
+        gmm: a fitted `keras_vae.samplers.GaussianMixtureSampler` or None:
+            adds the `generate_gmm` signature.
     """
     os.makedirs(base_dir, exist_ok=True)
     for stale in os.listdir(base_dir):  # left by an export that was killed
@@ -107,10 +114,10 @@ def export_saved_model(model, base_dir: str, warmup_images=None) -> str:
     version = (existing_versions(base_dir) or [0])[-1] + 1
     tmp = os.path.join(base_dir, f"{_TMP_PREFIX}{version}-{os.getpid()}")
     try:
-        build_archive(model).write_out(tmp, verbose=False)
+        build_archive(model, gmm).write_out(tmp, verbose=False)
         if warmup_images is None:
             warmup_images = np.zeros((2, *model.image_shape), np.uint8)
-        inputs = example_inputs(model, warmup_images)
+        inputs = example_inputs(model, warmup_images, gmm)
         model_name = os.path.basename(os.path.normpath(base_dir))
         write_warmup_requests(os.path.join(tmp, WARMUP_FILE), model_name, inputs)
         final = os.path.join(base_dir, str(version))

@@ -14,9 +14,12 @@ op with no seed, so every fresh load draws new samples.
 | `generate_from_noise` | `noise` float32 (batch, latent), N(0, I) | `images`, `z` |
 | ... (mixture prior) | `noise`, `uniform` float32 (batch,) in [0, 1) | `images`, `z`, `component` |
 | `score` | `images` uint8 | `negative_elbo`, `reconstruction`, `kl` (nats, deterministic) |
+| `generate_gmm` (with a fitted GMM sampler) | `count` int32 scalar | `images`, `z`, `component` |
 
 A conditional model's signatures also take `labels` (int32, one per image);
-its `generate` takes `labels` instead of `count` (one image per label). With a
+its `generate` and `generate_gmm` take `labels` instead of `count` (one image
+per label). `generate_gmm` draws z from the run's GMM sampler
+(`keras_vae.samplers`), whose mixture is baked into the graph as constants. With a
 mixture prior (`mixture`, `vamp`), `z = loc_c + scale_c * noise`, where the
 component `c` is picked by `uniform` through the inverse CDF of the mixture
 weights: the same distribution as `model.prior_distribution().sample()`.
@@ -39,8 +42,19 @@ SIGNATURE_NAMES = (
 )
 
 
-def signature_functions(model) -> dict:
-    """name -> (fn, input_signature) for every signature of `model`."""
+def signature_names(gmm=None) -> tuple:
+    """The signatures an export has: `SIGNATURE_NAMES`, plus `generate_gmm` with a GMM."""
+    return SIGNATURE_NAMES + (("generate_gmm",) if gmm is not None else ())
+
+
+def signature_functions(model, gmm=None) -> dict:
+    """name -> (fn, input_signature) for every signature of `model`.
+
+    Args:
+        model: a `keras_vae.VAE`.
+        gmm: a `keras_vae.samplers.GaussianMixtureSampler` or None. Adds the
+            `generate_gmm` signature.
+    """
     images_spec = keras.InputSpec(shape=(None, *model.image_shape), dtype="uint8")
     latent_spec = keras.InputSpec(shape=(None, model.latent_dim), dtype="float32")
     labels_spec = keras.InputSpec(shape=(None,), dtype="int32")
@@ -64,25 +78,32 @@ def signature_functions(model) -> dict:
     def reconstruct(images, labels=None):
         return {"reconstruction": model.reconstruct(to_unit_interval(images), labels)}
 
+    def decoded(drawn, labels):
+        return {"images": model.decode(drawn["z"], labels=labels)["mean"], **drawn}
+
+    # The same function under the two input lists a prior can declare (the
+    # signature's input names are the Python argument names).
     def generate_from_noise(noise, labels=None):
-        z = model.prior_layer.from_noise(noise)  # the standard normal prior: z = noise
-        return {"images": model.decode(z, labels=labels)["mean"], "z": z}
+        return decoded(model.prior_layer.from_noise(noise), labels)
 
     def generate_from_mixture_noise(noise, uniform, labels=None):
-        z, component = model.prior_layer.from_noise(noise, uniform)
-        return {"images": model.decode(z, labels=labels)["mean"], "z": z, "component": component}
+        return decoded(model.prior_layer.from_noise(noise, uniform), labels)
 
-    def generate_for(count, labels=None):
+    def generate_for(count, labels=None, source=model.prior_layer):
         noise = tf.random.normal(tf.stack([count, model.latent_dim]))
-        if mixture:
-            return generate_from_mixture_noise(noise, tf.random.uniform([count]), labels)
-        return generate_from_noise(noise, labels)
+        return decoded(source.from_noise(noise, tf.random.uniform([count])), labels)
 
     def generate(count):
         return generate_for(count)
 
     def generate_for_labels(labels):
         return generate_for(tf.size(labels), labels)
+
+    def generate_gmm(count):
+        return generate_for(count, source=gmm)
+
+    def generate_gmm_for_labels(labels):
+        return generate_for(tf.size(labels), labels, source=gmm)
 
     def score(images, labels=None):
         terms = model.negative_elbo(to_unit_interval(images), sample=False, labels=labels)
@@ -104,7 +125,11 @@ def signature_functions(model) -> dict:
         "generate_from_noise": from_noise,
         "score": (score, [images_spec]),
     }
+    if gmm is not None:
+        functions["generate_gmm"] = (generate_gmm, [keras.InputSpec(shape=(), dtype="int32")])
     if model.num_classes:
         functions = {name: (fn, [*spec, labels_spec]) for name, (fn, spec) in functions.items()}
         functions["generate"] = (generate_for_labels, [labels_spec])
+        if gmm is not None:
+            functions["generate_gmm"] = (generate_gmm_for_labels, [labels_spec])
     return functions

@@ -50,6 +50,7 @@ def export_tflite(
     calibration_z: np.ndarray,
     num_classes: int = 0,
     mixture_prior: bool = False,
+    signatures=SIGNATURE_NAMES,
 ) -> dict:
     """Converts a SavedModel version to the three `.tflite` files.
 
@@ -63,6 +64,7 @@ def export_tflite(
             through the classes during calibration); 0 otherwise.
         mixture_prior: bool. The model's `generate_from_noise` also takes
             `uniform` (a mixture prior's component).
+        signatures: the signature names to convert (all the SavedModel's).
 
     Returns:
         dict: `float32`, `float16`, `int8_decoder` -> path.
@@ -92,11 +94,11 @@ def export_tflite(
 
     return {
         "float32": _write(
-            os.path.join(out_dir, "vae_float32.tflite"), _convert(saved_model_dir, SIGNATURE_NAMES)
+            os.path.join(out_dir, "vae_float32.tflite"), _convert(saved_model_dir, signatures)
         ),
         "float16": _write(
             os.path.join(out_dir, "vae_float16.tflite"),
-            _convert(saved_model_dir, SIGNATURE_NAMES, float16),
+            _convert(saved_model_dir, signatures, float16),
         ),
         "int8_decoder": _write(
             os.path.join(out_dir, "decoder_int8.tflite"),

@@ -22,6 +22,7 @@ import numpy as np
 
 from export import saved_model
 from export import tflite as tflite_lib
+from export.signatures import signature_names
 from keras_vae import decoder_forms
 from keras_vae.data import to_unit_interval
 from keras_vae.errors import UsageError
@@ -30,7 +31,7 @@ from keras_vae.runs import lock_run_dir
 
 
 def export_all(
-    model, out_dir: str, model_name: str = "vae", images=None, tflite: bool = True
+    model, out_dir: str, model_name: str = "vae", images=None, tflite: bool = True, gmm=None
 ) -> dict:
     """Exports the next SavedModel version and, optionally, the TFLite files.
 
@@ -43,6 +44,8 @@ def export_all(
             int8 decoder's calibration data (their posterior means). Required
             when `tflite` is True.
         tflite: bool. Also write the `.tflite` files. Defaults to `True`.
+        gmm: a fitted `keras_vae.samplers.GaussianMixtureSampler` or None:
+            every format also gets the `generate_gmm` signature.
     """
     if tflite and images is None:
         raise UsageError(
@@ -69,9 +72,9 @@ def export_all(
             # (a full disk, a conversion error) leaves no new version at all.
             os.makedirs(tflite_base, exist_ok=True)
             staging = tempfile.mkdtemp(prefix=".tmp-export-", dir=tflite_base)
-            staged = _convert_tflite(model, images, staging)
+            staged = _convert_tflite(model, images, staging, gmm)
         version_dir = saved_model.export_saved_model(
-            model, os.path.join(out_dir, "saved_model", model_name), warmup_images=images
+            model, os.path.join(out_dir, "saved_model", model_name), images, gmm
         )
         paths = {"saved_model": version_dir}
         if tflite:
@@ -88,7 +91,7 @@ def export_all(
     return paths
 
 
-def _convert_tflite(model, images, out_dir: str) -> dict:
+def _convert_tflite(model, images, out_dir: str, gmm=None) -> dict:
     """The three `.tflite` files of `model` in `out_dir`: kind -> path."""
     labels = None
     if model.num_classes:  # calibration only needs typical latents: cycle the classes
@@ -98,8 +101,13 @@ def _convert_tflite(model, images, out_dir: str) -> dict:
         # The same signatures, the decoder in its convolution form (faster
         # in LiteRT, slower in TF Serving at large batches).
         saved_model.build_archive(
-            model.with_decoder(decoder_forms.as_convolutions(model.decoder))
+            model.with_decoder(decoder_forms.as_convolutions(model.decoder)), gmm
         ).write_out(source, verbose=False)
         return tflite_lib.export_tflite(
-            source, out_dir, z_mean.numpy(), model.num_classes, model.prior_layer.is_mixture
+            source,
+            out_dir,
+            z_mean.numpy(),
+            model.num_classes,
+            model.prior_layer.is_mixture,
+            signature_names(gmm),
         )

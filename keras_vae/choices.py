@@ -11,6 +11,8 @@ STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu"
 OBJECTIVES = ("elbo", "iwae")
 BINARIZE_MODES = ("none", "dynamic", "static")
 ARCHITECTURES = ("conv", "gated_mlp")
+# Where generated images' latents come from (keras_vae.samplers).
+SAMPLERS = ("prior", "gmm")
 # The built-in entries of the likelihood and prior registries.
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
 PRIORS = ("mixture", "standard_normal", "vamp")

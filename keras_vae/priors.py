@@ -4,7 +4,8 @@ A prior is a Keras layer (so a learned prior owns its weights and saves with
 the model) whose `distribution()` returns a TFP distribution over `(latent_dim,)`
 vectors, and whose `from_noise(noise, uniform)` writes a sample as a function
 of standard normal noise (and, for mixtures, a uniform that picks the
-component): the exported signatures sample through it. Register a new one
+component), returning `{"z": ...}` (plus `"component"` for mixtures): the
+exported signatures and `keras_vae.generate` sample through it. Register a new one
 with `@register_prior("name")` on the class.
 """
 
@@ -82,10 +83,15 @@ class StandardNormalPrior(keras.layers.Layer):
             loc=tf.zeros([self.latent_dim]), scale_diag=tf.ones([self.latent_dim])
         )
 
-    def from_noise(self, noise, uniform=None):
-        """The reparameterised sample: z is the noise itself."""
+    def from_noise(self, noise, uniform=None) -> dict:
+        """A prior sample as a function of its randomness: `{"z": noise}`.
+
+        Every prior takes the same `(noise, uniform)` and returns a dict
+        with `z`; `uniform` (which mixtures use to pick a component) is
+        ignored here.
+        """
         del uniform
-        return noise
+        return {"z": tf.convert_to_tensor(noise)}
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim}
@@ -116,13 +122,23 @@ class _MixturePrior(keras.layers.Layer):
                 inverting the mixture weights' cumulative distribution.
 
         Returns:
-            `(z, component)`: `loc_c + scale_c * noise` and the int32 `c`.
+            `{"z": loc_c + scale_c * noise, "component": c}` (int32 `c`).
         """
         logits, locs, scales = self.mixture_parameters()
-        cdf = tf.cumsum(tf.nn.softmax(logits))
-        # Core ops only (no searchsorted), so that the signatures stay TFLite builtins.
-        component = tf.reduce_sum(tf.cast(uniform[:, None] >= cdf[None, :-1], tf.int32), axis=1)
-        return tf.gather(locs, component) + tf.gather(scales, component) * noise, component
+        component = pick_component(tf.nn.softmax(logits), uniform)
+        z = tf.gather(locs, component) + tf.gather(scales, component) * noise
+        return {"z": z, "component": component}
+
+
+def pick_component(weights, uniform):
+    """int32 component per `uniform` value, by the inverse CDF of `weights`.
+
+    Core ops only (no searchsorted), so that exported signatures stay TFLite
+    builtins.
+    """
+    cdf = tf.cumsum(tf.cast(weights, tf.float32))
+    uniform = tf.convert_to_tensor(uniform, tf.float32)
+    return tf.reduce_sum(tf.cast(uniform[:, None] >= cdf[None, :-1], tf.int32), axis=1)
 
 
 @register_prior("mixture")

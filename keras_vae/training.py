@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from export.writer import export_all
-from keras_vae import data, distribute, evaluate, inputs, precision, runs, visualize
+from keras_vae import data, distribute, evaluate, inputs, precision, runs, samplers, visualize
 from keras_vae.config import TrainConfig
 from keras_vae.errors import UsageError
 from keras_vae.optimizers import AdamNormGrad
@@ -267,7 +267,8 @@ def _write_artifacts(run: _Run, record: dict) -> dict:
     exports = {}
     if config.export:
         images = data.to_uint8(run.examples[0][: inputs.EXPORT_CALIBRATION_IMAGES])
-        exports = export_all(model, run_dir, config.model_name, images)
+        gmm = samplers.run_gmm(run_dir, model, config)  # for the generate_gmm signature
+        exports = export_all(model, run_dir, config.model_name, images, gmm=gmm)
         print(f"Exported: {json.dumps(exports)}")
     metrics = {
         **record,

@@ -47,6 +47,7 @@ import matplotlib
 import numpy as np
 import tensorflow as tf
 
+from export.images import image_grid, write_png
 from keras_vae import choices, evaluate, inputs, runs
 from keras_vae.errors import UsageError
 
@@ -89,26 +90,6 @@ class PictureData:
 # --- grids ------------------------------------------------------------------
 
 
-def image_grid(images, columns: int | None = None, pad: int = 1) -> np.ndarray:
-    """Tiles `(n, H, W, C)` images in [0, 1] into one uint8 image.
-
-    The result is `(rows * (H + pad) + pad, columns * (W + pad) + pad, C)`;
-    cells are separated by white lines, and a partly filled last row is white.
-    """
-    images = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
-    n, height, width, channels = images.shape
-    columns = columns or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / columns)
-    grid = np.ones(
-        (rows * (height + pad) + pad, columns * (width + pad) + pad, channels), np.float32
-    )
-    for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        top, left = pad + r * (height + pad), pad + c * (width + pad)
-        grid[top : top + height, left : left + width] = image
-    return np.round(grid * 255).astype(np.uint8)
-
-
 def upscale_factor(shape, min_side: int = 512) -> int:
     return max(1, math.ceil(min_side / max(shape[:2])))
 
@@ -121,8 +102,8 @@ def upscale(grid: np.ndarray, min_side: int = 512) -> np.ndarray:
 
 def save_png(path: str, image: np.ndarray) -> None:
     """Writes a uint8 `(H, W, C)` array as a PNG, atomically."""
-    with runs.atomic_write(path, "wb") as f:
-        f.write(tf.io.encode_png(image).numpy())
+    with runs.atomic_path(path) as tmp:
+        write_png(tmp, image)
 
 
 SAMPLES_PER_CLASS = 8

@@ -452,3 +452,22 @@ def test_export_cli_errors(tmp_path, exported):
     bare = run("--model", str(out / "model.keras"), "--output-dir", str(tmp_path / "x"))
     assert bare.returncode == 2 and "--calibration-images" in bare.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("kind", ["saved_model", "tflite"])
+def test_run_writes_a_png_grid_of_returned_images(exported, kind, tmp_path, capsys):
+    from PIL import Image
+
+    _, paths, _, _ = exported
+    path = paths["saved_model"] if kind == "saved_model" else paths["tflite"]["float32"]
+    grid = tmp_path / "grid.png"
+    args = ["run", path, "--signature", "generate", "--input", "count=6", "--output", str(grid)]
+    assert serve_signature.main(args) == 0
+    # 6 images of 28x28 in 3 columns and 2 rows, 1-pixel white lines between.
+    assert np.asarray(Image.open(grid)).shape == (2 * 29 + 1, 3 * 29 + 1)
+    # A signature without images is refused before it runs, and nothing is written.
+    refused, shoe = tmp_path / "scores.png", tmp_path / "shoe.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(shoe)
+    args = ["run", path, "--signature", "score", "--images", str(shoe), "--output", str(refused)]
+    assert serve_signature.main(args) == 2
+    assert "returns no images" in capsys.readouterr().err and not refused.exists()

@@ -42,9 +42,15 @@ def _check_export(model, real_images, tmp_path):
     """The SavedModel and LiteRT signatures of a mixture-prior model match it."""
     from export import export_all
     from export.runner import open_model
+    from keras_vae.samplers import GaussianMixtureSampler
 
     pixels = (real_images[:40] * 255).astype(np.uint8)
-    paths = export_all(model, str(tmp_path / "export"), "vae", pixels)
+    # A set GMM sampler: two tight components far apart, weights 0.3 and 0.7.
+    d = model.latent_dim
+    gmm = GaussianMixtureSampler(
+        [0.3, 0.7], [[-4.0] * d, [4.0] * d], np.stack([np.eye(d) * 0.01] * 2)
+    )
+    paths = export_all(model, str(tmp_path / "export"), "vae", pixels, gmm=gmm)
     rng = np.random.default_rng(0)
     noise = rng.standard_normal((5, model.latent_dim)).astype(np.float32)
     uniform = np.array([0.0, 0.1, 0.5, 0.9, 0.999], np.float32)
@@ -66,6 +72,12 @@ def _check_export(model, real_images, tmp_path):
         np.testing.assert_allclose(generated["z"], z, atol=tolerance * 10)
         np.testing.assert_allclose(
             generated["images"], model.decode(z)["mean"].numpy(), atol=tolerance * 10
+        )
+        drawn = runner.run("generate_gmm", {"count": np.array(400, np.int32)})
+        assert abs(drawn["component"].mean() - 0.7) < 0.1
+        np.testing.assert_allclose(drawn["z"], gmm.means[drawn["component"]], atol=0.6)
+        np.testing.assert_allclose(
+            drawn["images"], model.decode(drawn["z"])["mean"].numpy(), atol=tolerance * 10
         )
         scored = runner.run("score", {"images": pixels[:3]})
         np.testing.assert_allclose(
@@ -99,7 +111,8 @@ def test_mixture_prior_density_and_monte_carlo_kl():
     draws = 20_000
     noise = tf.random.stateless_normal((draws, 2), seed=(1, 2))
     uniform = tf.random.stateless_uniform((draws,), seed=(3, 4))
-    samples, component = layer.from_noise(noise, uniform)
+    drawn = layer.from_noise(noise, uniform)
+    samples, component = drawn["z"], drawn["component"]
     counts = np.bincount(component.numpy(), minlength=3) / draws
     np.testing.assert_allclose(counts, weights, atol=0.02)
     np.testing.assert_allclose(samples.numpy().mean(0), weights @ locs, atol=0.05)

@@ -1,0 +1,154 @@
+"""New images as files: `python -m keras_vae.generate`.
+
+    python -m keras_vae.generate --model runs/RUN --count 16 --out new_designs/
+    python -m keras_vae.generate --model runs/RUN --count 64 --grid grid.png \\
+        --sampler gmm --temperature 0.8 --label Sneaker --seed 0
+
+One PNG per image (`00000.png`, ...) in `--out`, and/or one grid in
+`--grid`. Images come out at the data's size and channels (grey or RGB) as
+the likelihood's mean. `--seed` makes the files identical from run to run.
+The output folder appears only when every image is written; an existing
+non-empty folder is refused, never mixed into.
+"""
+
+from __future__ import annotations
+
+if __name__ == "__main__":  # `python -m keras_vae.generate`: flags before TensorFlow
+    import sys
+
+    from keras_vae import cli
+
+    sys.exit(cli.generate())
+
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+
+from export.images import image_grid, write_png
+from keras_vae import data, runs, samplers, visualize
+from keras_vae.errors import UsageError
+
+DECODE_BATCH = 256
+
+
+def resolve_label(label: str | None, model, class_names) -> int | None:
+    """`--label NAME|INDEX` -> a class index of a conditional model, or None."""
+    if label is None:
+        return None
+    if not model.num_classes:
+        raise UsageError(
+            f"--label {label!r}: this model is not conditional (trained without "
+            "--conditional), so it cannot draw a chosen class. Drop --label."
+        )
+    if label in class_names:
+        return class_names.index(label)
+    if label.isdigit() and int(label) < model.num_classes:
+        return int(label)
+    names = ", ".join(class_names) if class_names else f"0 to {model.num_classes - 1}"
+    raise UsageError(f"--label {label!r} is not a class of this model. Classes: {names}.")
+
+
+def generate_images(
+    model,
+    count: int,
+    sampler: str = "prior",
+    gmm=None,
+    temperature: float = 1.0,
+    seed: int | None = None,
+    label: int | None = None,
+) -> np.ndarray:
+    """`count` new images, uint8 `(count, H, W, C)`.
+
+    A conditional model draws class `label`, or cycles through its classes
+    when `label` is None.
+    """
+    z = samplers.draw_latents(model, count, sampler, gmm, temperature, seed)
+    labels = None
+    if model.num_classes:
+        labels = (
+            np.full(count, label, np.int32)
+            if label is not None
+            else np.arange(count, dtype=np.int32) % model.num_classes
+        )
+    batches = []
+    for start in range(0, count, DECODE_BATCH):
+        batch_labels = None if labels is None else labels[start : start + DECODE_BATCH]
+        batches.append(model.decode(z[start : start + DECODE_BATCH], labels=batch_labels)["mean"])
+    return data.to_uint8(np.concatenate([b.numpy() for b in batches]))
+
+
+def check_outputs(out_dir: str | None, grid: str | None) -> None:
+    """Refuses outputs that would mix with or overwrite something, before any work."""
+    if out_dir is None and grid is None:
+        raise UsageError("Nothing to write: pass --out DIR (one PNG per image) and/or --grid FILE.")
+    if out_dir and os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
+        raise UsageError(
+            f"--out {out_dir} exists and is not an empty folder; choose a new folder "
+            "(generated images are never mixed into existing files)."
+        )
+    if grid and not grid.lower().endswith(".png"):
+        raise UsageError(f"--grid {grid}: the grid is written as PNG; give a .png file name.")
+    for path in (out_dir, grid):
+        parent = os.path.dirname(os.path.abspath(path)) if path else None
+        if parent and not os.path.isdir(parent):
+            raise UsageError(f"{path}: the folder {parent} does not exist.")
+
+
+def write_images(images: np.ndarray, out_dir: str | None = None, grid: str | None = None) -> dict:
+    """One PNG per image in `out_dir` (which appears complete or not at all), and/or a grid."""
+    check_outputs(out_dir, grid)
+    written = {}
+    if out_dir:
+        out_dir = os.path.abspath(out_dir)
+        staging = tempfile.mkdtemp(prefix=".tmp-generate-", dir=os.path.dirname(out_dir))
+        try:
+            for i, image in enumerate(images):
+                write_png(os.path.join(staging, f"{i:05d}.png"), image)
+            if os.path.isdir(out_dir):  # empty (checked): replaced by the complete folder
+                os.rmdir(out_dir)
+            os.rename(staging, out_dir)
+            os.chmod(out_dir, 0o755)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        written["out"] = out_dir
+    if grid:
+        visualize.save_png(grid, image_grid(images.astype(np.float32) / 255.0))
+        written["grid"] = os.path.abspath(grid)
+    return written
+
+
+def load_source(path: str):
+    """`--model`: a run directory or a `.keras` file -> (model, run_dir or None, class names)."""
+    model_file, run_dir = runs.resolve_model_path(path)
+    model = keras.models.load_model(model_file)
+    class_names = []
+    if run_dir and os.path.exists(os.path.join(run_dir, runs.METRICS_FILE)):
+        metrics = runs.read_json(os.path.join(run_dir, runs.METRICS_FILE))
+        class_names = list(metrics.get("dataset", {}).get("class_names", []))
+    return model, run_dir, class_names
+
+
+def run(args) -> dict:
+    """`python -m keras_vae.generate` after its flags are parsed."""
+    check_outputs(args.out, args.grid)
+    model, run_dir, class_names = load_source(args.model)
+    label = resolve_label(args.label, model, class_names)
+    gmm = None
+    if args.sampler == "gmm":
+        if run_dir is None:
+            raise UsageError(
+                "--sampler gmm is fitted to a run's training images: pass a run "
+                "directory as --model, not a bare .keras file."
+            )
+        gmm = samplers.run_gmm(run_dir, model, runs.load_config(run_dir))
+    images = generate_images(
+        model, args.count, args.sampler, gmm, args.temperature, args.seed, label
+    )
+    written = write_images(images, args.out, args.grid)
+    shape = "x".join(map(str, images.shape[1:]))
+    print(f"Generated {len(images)} images ({shape}, sampler {args.sampler}): {written}")
+    return written
