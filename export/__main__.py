@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from keras_vae import cli
+from keras_vae import cli, presets
 from keras_vae.errors import UsageError
 
 
@@ -19,10 +19,16 @@ def build_parser():
         description="Export a trained keras-vae model: the next SavedModel version "
         "under OUT/saved_model/NAME/ (for TF Serving) and OUT/tflite/*.tflite (LiteRT).",
     )
-    parser.add_argument(
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--model",
-        required=True,
         help="A run directory written by train.py, or a .keras file.",
+    )
+    source.add_argument(
+        "--preset",
+        help="A pretrained preset: a shipped name "
+        f"({', '.join(presets.available()) or 'none installed'}) or a folder written by "
+        "VAE.save_to_preset. Needs --output-dir.",
     )
     parser.add_argument(
         "--output-dir",
@@ -38,21 +44,20 @@ def build_parser():
     return parser
 
 
-def calibration_images(args, run_dir):
+def calibration_images(args, source):
     """uint8 images for the warm-up file and the int8 calibration, or None."""
-    from keras_vae import data, inputs, runs  # TensorFlow: after the flags
+    from keras_vae import data, inputs  # TensorFlow: after the flags
 
     if args.calibration_images:
         return np.load(args.calibration_images)
-    if run_dir is None:
+    if source.config is None:
         if args.no_tflite:
             return None
         raise UsageError(
             "A bare .keras file does not say which data it was trained on: pass "
             "--calibration-images images.npy (uint8, n x H x W x C) or --no-tflite."
         )
-    config = runs.load_config(run_dir)
-    images = inputs.load_test_examples(config, inputs.EXPORT_CALIBRATION_IMAGES)[0]
+    images = inputs.load_test_examples(source.config, inputs.EXPORT_CALIBRATION_IMAGES)[0]
     return data.to_uint8(images)
 
 
@@ -61,19 +66,22 @@ def main(argv=None) -> int:
 
     def work():
         # TensorFlow loads here, after the flags: a fast --help.
-        import keras
-
         from export.writer import export_all
-        from keras_vae import runs, samplers
+        from keras_vae import sources
 
-        model_file, run_dir = runs.resolve_model_path(args.model)
-        model = keras.models.load_model(model_file)
-        images = calibration_images(args, run_dir)
-        out_dir = args.output_dir or run_dir or os.path.dirname(os.path.abspath(model_file))
-        # A run's exports also get generate_gmm (its GMM sampler, fitted once).
-        gmm = samplers.run_gmm(run_dir, model, runs.load_config(run_dir)) if run_dir else None
+        source = sources.open_source(args.model or args.preset)
+        if source.preset_dir and not args.output_dir:
+            raise UsageError(
+                f"{source.name} is a preset: pass --output-dir too (a preset's folder "
+                "belongs to the package, not to its exports)."
+            )
+        images = calibration_images(args, source)
+        out_dir = args.output_dir or source.run_dir or os.path.dirname(os.path.abspath(args.model))
+        # A run's exports also get generate_gmm (its GMM sampler, fitted once), as
+        # do a preset's that ships one.
+        gmm = source.gmm() if source.has_gmm else None
         paths = export_all(
-            model, out_dir, args.model_name, images, tflite=not args.no_tflite, gmm=gmm
+            source.model, out_dir, args.model_name, images, tflite=not args.no_tflite, gmm=gmm
         )
         print(json.dumps(paths, indent=2))
 

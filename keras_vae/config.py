@@ -241,12 +241,18 @@ class TrainConfig:
                 saved = json.load(f)
         except json.JSONDecodeError as e:
             raise UsageError(f"{path} is not valid JSON ({e}).") from None
+        return cls.from_saved(saved, path)
+
+    @classmethod
+    def from_saved(cls, saved, where: str) -> TrainConfig:
+        """A config saved as a dict (a run's config.json, a preset's metadata),
+        checked like flags; `where` names it in errors."""
         if not isinstance(saved, dict):
-            raise UsageError(f"{path} must hold a JSON object of flags.")
+            raise UsageError(f"{where} must hold a JSON object of flags.")
         unknown = sorted(set(saved) - set(_FIELDS))
         if unknown:
             raise UsageError(
-                f"{path} holds unknown keys {unknown}; expected the flags of train.py "
+                f"{where} holds unknown keys {unknown}; expected the flags of train.py "
                 f"({', '.join(sorted(_FIELDS))})."
             )
         return cls(**saved)

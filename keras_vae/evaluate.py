@@ -25,7 +25,9 @@ if __name__ == "__main__":  # `python -m keras_vae.evaluate`: flags before Tenso
 
     sys.exit(cli.evaluate())
 
+import dataclasses
 import math
+import os
 import time
 import weakref
 
@@ -33,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import decoder_forms, inputs, precision, runs
+from keras_vae import decoder_forms, files, inputs, precision, presets, runs
 from keras_vae.errors import UsageError
 
 # Decoder evaluations per chunk (samples x images): bounds the memory used.
@@ -190,3 +192,48 @@ def evaluate_run(run_dir, iw_samples=1000, batch_size=100, max_images=None, poli
     result.update(split=config.test_split, precision=policy)
     runs.update_metrics(run_dir, {metrics_key(max_images, len(images)): result})
     return result
+
+
+def preset_check(model, config) -> dict:
+    """The figure a preset records and its test re-measures: the IW bound with
+    K = presets.CHECK_SAMPLES on the first presets.CHECK_IMAGES test images (a
+    binarized run's fixed binarization), in float32."""
+    images, labels, _ = inputs.load_test_examples(config, presets.CHECK_IMAGES)
+    model = precision.with_policy(model, "float32")
+    result = evaluate(model, images, presets.CHECK_SAMPLES, labels=labels, verbose=0)
+    return {
+        "images": int(len(images)),
+        "iw_samples": presets.CHECK_SAMPLES,
+        "iw_nll_nats": round(result["iw_nll_nats"], 4),
+        "precision": "float32",
+    }
+
+
+def save_run_preset(run_dir: str, preset_dir: str) -> dict:
+    """A finished run as a preset folder (`VAE.from_preset` reads it): the
+    model, its GMM sampler if fitted, and metadata with the run's command,
+    data, epochs, test figures, versions and `preset_check`'s figure."""
+    if not files.is_new_or_empty_dir(preset_dir):
+        raise UsageError(
+            f"--save-preset {preset_dir} exists and is not empty; choose a new folder."
+        )
+    config, model = runs.load_run(run_dir)
+    metrics = runs.read_json(os.path.join(run_dir, runs.METRICS_FILE))
+    metadata = {
+        "name": os.path.basename(os.path.abspath(preset_dir)),
+        "command": metrics.get("command"),
+        "dataset": config.dataset,
+        "class_names": metrics.get("dataset", {}).get("class_names", []),
+        "image_shape": list(model.image_shape),
+        "train_config": dataclasses.asdict(config),
+        "epochs": metrics.get("epochs"),
+        "best_epoch": metrics.get("best_epoch"),
+        "test": metrics.get("test"),
+        "evaluation": {k: v for k, v in metrics.items() if k.startswith("evaluation")},
+        "sample_quality": metrics.get("sample_quality"),
+        "trained_with": metrics.get("versions"),
+        "check": preset_check(model, config),
+    }
+    gmm = os.path.join(run_dir, presets.GMM_FILE)
+    model.save_to_preset(preset_dir, metadata, gmm if os.path.isfile(gmm) else None)
+    return metadata

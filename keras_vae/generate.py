@@ -21,14 +21,11 @@ if __name__ == "__main__":  # `python -m keras_vae.generate`: flags before Tenso
     sys.exit(cli.generate())
 
 import os
-import shutil
-import tempfile
 
-import keras
 import numpy as np
 
 from export.images import image_grid, write_png
-from keras_vae import data, runs, samplers, visualize
+from keras_vae import data, files, samplers, sources, visualize
 from keras_vae.errors import UsageError
 
 DECODE_BATCH = 256
@@ -84,7 +81,7 @@ def check_outputs(out_dir: str | None, grid: str | None) -> None:
     """Refuses outputs that would mix with or overwrite something, before any work."""
     if out_dir is None and grid is None:
         raise UsageError("Nothing to write: pass --out DIR (one PNG per image) and/or --grid FILE.")
-    if out_dir and os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
+    if out_dir and not files.is_new_or_empty_dir(out_dir):
         raise UsageError(
             f"--out {out_dir} exists and is not an empty folder; choose a new folder "
             "(generated images are never mixed into existing files)."
@@ -102,51 +99,24 @@ def write_images(images: np.ndarray, out_dir: str | None = None, grid: str | Non
     check_outputs(out_dir, grid)
     written = {}
     if out_dir:
-        out_dir = os.path.abspath(out_dir)
-        staging = tempfile.mkdtemp(prefix=".tmp-generate-", dir=os.path.dirname(out_dir))
-        try:
+        with files.atomic_dir(out_dir) as staging:
             for i, image in enumerate(images):
                 write_png(os.path.join(staging, f"{i:05d}.png"), image)
-            if os.path.isdir(out_dir):  # empty (checked): replaced by the complete folder
-                os.rmdir(out_dir)
-            os.rename(staging, out_dir)
-            os.chmod(out_dir, 0o755)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        written["out"] = out_dir
+        written["out"] = os.path.abspath(out_dir)
     if grid:
         visualize.save_png(grid, image_grid(images.astype(np.float32) / 255.0))
         written["grid"] = os.path.abspath(grid)
     return written
 
 
-def load_source(path: str):
-    """`--model`: a run directory or a `.keras` file -> (model, run_dir or None, class names)."""
-    model_file, run_dir = runs.resolve_model_path(path)
-    model = keras.models.load_model(model_file)
-    class_names = []
-    if run_dir and os.path.exists(os.path.join(run_dir, runs.METRICS_FILE)):
-        metrics = runs.read_json(os.path.join(run_dir, runs.METRICS_FILE))
-        class_names = list(metrics.get("dataset", {}).get("class_names", []))
-    return model, run_dir, class_names
-
-
 def run(args) -> dict:
     """`python -m keras_vae.generate` after its flags are parsed."""
     check_outputs(args.out, args.grid)
-    model, run_dir, class_names = load_source(args.model)
-    label = resolve_label(args.label, model, class_names)
-    gmm = None
-    if args.sampler == "gmm":
-        if run_dir is None:
-            raise UsageError(
-                "--sampler gmm is fitted to a run's training images: pass a run "
-                "directory as --model, not a bare .keras file."
-            )
-        gmm = samplers.run_gmm(run_dir, model, runs.load_config(run_dir))
+    source = sources.open_source(args.model)
+    label = resolve_label(args.label, source.model, source.class_names)
+    gmm = source.gmm() if args.sampler == "gmm" else None
     images = generate_images(
-        model, args.count, args.sampler, gmm, args.temperature, args.seed, label
+        source.model, args.count, args.sampler, gmm, args.temperature, args.seed, label
     )
     written = write_images(images, args.out, args.grid)
     shape = "x".join(map(str, images.shape[1:]))

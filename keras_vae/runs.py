@@ -16,7 +16,6 @@ never leaves a half-written file under a real name.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import fcntl
@@ -24,7 +23,6 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 
 import keras
 import numpy as np
@@ -35,6 +33,7 @@ import tensorflow_probability as tfp
 import keras_vae.vae  # noqa: F401  (registers the VAE for load_model)
 from keras_vae.config import TrainConfig
 from keras_vae.errors import UsageError
+from keras_vae.files import atomic_path, atomic_write, read_json, write_json  # noqa: F401
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
@@ -47,49 +46,6 @@ LOCK_FILE = ".lock"
 # What keras.callbacks.BackupAndRestore writes, and our record of it, written last.
 BACKUP_FILES = ("latest.weights.h5", "training_metadata.json")
 BACKUP_MANIFEST = "manifest.json"
-
-
-@contextlib.contextmanager
-def atomic_path(path: str):
-    """Yields a temporary path beside `path` (same suffix); renames it over
-    `path` if the block succeeds, removes it if it fails."""
-    directory = os.path.dirname(os.path.abspath(path))
-    name = os.path.basename(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=os.path.splitext(name)[1], dir=directory)
-    os.close(fd)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide exports from a server's user
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def atomic_write(path: str, mode: str = "w"):
-    """`open(path, mode)`, but the file appears under `path` only when complete."""
-    with atomic_path(path) as tmp, open(tmp, mode) as f:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def write_json(path: str, obj) -> None:
-    """Strict JSON (no NaN or Infinity, which `jq` and JavaScript reject), atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False)
-    with atomic_write(path) as f:
-        f.write(text)
-
-
-def read_json(path: str):
-    """The JSON in `path`; a corrupt file is a `UsageError` that names it."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{path} is not valid JSON ({e}); restore or remove it.") from None
 
 
 def versions() -> dict:

@@ -26,11 +26,13 @@ otherwise. Training minimises reconstruction + beta * kl; the reported
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_vae import choices, likelihoods, networks, priors
+from keras_vae import choices, likelihoods, networks, presets, priors
 from keras_vae.errors import UsageError
 
 tfd = tfp.distributions
@@ -413,6 +415,40 @@ class VAE(keras.Model):
             "architecture": self.architecture,
             "hidden_units": self.hidden_units,
         }
+
+    # --- presets -----------------------------------------------------------
+
+    @classmethod
+    def from_preset(cls, preset: str) -> VAE:
+        """A pretrained model: a shipped preset's name or a preset folder.
+
+        `keras_vae.presets.available()` lists the shipped names;
+        `presets.read(preset)[2]` is its metadata (data, command, figures).
+
+        Raises:
+            UsageError: an unknown name (listing the shipped ones), a folder
+                that is not a preset, or weights that do not match the config.
+        """
+        config, weights, _ = presets.read(preset)
+        model = cls.from_config(config)
+        try:
+            with warnings.catch_warnings():
+                # Keras warns, and keeps fresh weights, where a nested layer is
+                # missing from the file: for a preset that is a mismatch too.
+                warnings.simplefilter("error", UserWarning)
+                model.load_weights(weights)
+        except (ValueError, KeyError, OSError, UserWarning) as e:
+            raise UsageError(
+                f"Preset {preset}: its {presets.WEIGHTS_FILE} does not match its "
+                f"{presets.CONFIG_FILE} ({e}). Write the preset again with "
+                "VAE.save_to_preset from the model that trained the weights."
+            ) from None
+        return model
+
+    def save_to_preset(self, preset_dir: str, metadata: dict | None = None, gmm=None) -> str:
+        """Writes this model as a preset folder (config, weights, `metadata`,
+        and the optional GMM sampler file `gmm`) that `from_preset` reads."""
+        return presets.write(preset_dir, self.get_config(), self.save_weights, metadata or {}, gmm)
 
     def with_decoder(self, decoder: keras.Model) -> VAE:
         """This model with `decoder` in place of its own: the supported seam for

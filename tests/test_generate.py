@@ -131,6 +131,29 @@ def test_gmm_sampler_is_fitted_once_and_kept(folder_run, tmp_path):
     assert read_pngs(out)[1].shape == (4, 28, 28)
 
 
+def test_a_run_saved_as_a_preset_generates_by_class_name(folder_run, tmp_path):
+    from keras_vae import VAE, presets
+
+    preset = str(tmp_path / "clothes")
+    assert cli.evaluate(["--model", folder_run, "--save-preset", preset]) == 0
+    metadata = presets.read(preset)[2]
+    assert metadata["class_names"] == list(CLASSES) and metadata["epochs"] == 8
+    with open(os.path.join(folder_run, "metrics.json")) as f:
+        run_bound = json.load(f)["evaluation"]["iw_nll_nats"]  # K=5 on the same 60 images
+    assert metadata["check"]["images"] == 60  # the whole (small) test split
+    assert metadata["check"]["iw_nll_nats"] < run_bound + 1  # K=100 is the tighter bound
+    assert VAE.from_preset(preset).num_classes == 2
+    args = ["--model", preset, "--count", "4", "--seed", "3", "--label", "Sneaker"]
+    assert cli.generate([*args, "--out", str(tmp_path / "from_preset")]) == 0
+    from_run = ["--model", folder_run, *args[2:], "--out", str(tmp_path / "r")]
+    assert cli.generate(from_run) == 0
+    np.testing.assert_array_equal(
+        read_pngs(tmp_path / "from_preset")[1], read_pngs(tmp_path / "r")[1]
+    )
+    # Its fitted GMM sampler travelled with it.
+    assert presets.gmm_file(preset) is not None
+
+
 def test_gmm_draws_follow_a_set_mixture():
     weights = np.array([0.2, 0.8])
     means = np.array([[-5.0, 0.0], [5.0, 1.0]])

@@ -1,0 +1,119 @@
+"""Pretrained presets: a model as plain data plus a weights file, the way
+KerasHub ships them (no TensorFlow here; `VAE.from_preset` builds the model).
+
+    keras_vae/presets/NAME/           (shipped inside the package)
+        config.json        VAE.get_config(): the hyperparameters
+        model.weights.h5   the weights
+        metadata.json      the command that trained it, the data (dataset,
+                           class names, image shape, the run's config), the
+                           epochs, the test figures, the versions, and
+                           `check`: the IW bound on the first CHECK_IMAGES
+                           test images with K = CHECK_SAMPLES
+        gmm_sampler.npz    optional: the run's GMM sampler (`--sampler gmm`)
+
+`VAE.save_to_preset(dir)` writes the same layout and `VAE.from_preset(dir)`
+reads any such folder; a bare NAME is looked up among the shipped presets.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from keras_vae.errors import UsageError
+from keras_vae.files import atomic_dir, is_new_or_empty_dir, read_json, write_json
+
+PRESETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+METADATA_FILE = "metadata.json"
+GMM_FILE = "gmm_sampler.npz"  # the name samplers.GMM_FILE gives it in a run
+REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE)
+# The figure a preset's metadata records and its test re-measures.
+CHECK_IMAGES = 500
+CHECK_SAMPLES = 100
+
+
+def _missing(directory: str) -> list[str]:
+    return [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(directory, f))]
+
+
+def available() -> list[str]:
+    """The names of the presets shipped with the package."""
+    if not os.path.isdir(PRESETS_DIR):
+        return []
+    return sorted(
+        name
+        for name in os.listdir(PRESETS_DIR)
+        if os.path.isdir(os.path.join(PRESETS_DIR, name))
+        and not _missing(os.path.join(PRESETS_DIR, name))
+    )
+
+
+def _describe_available() -> str:
+    names = available()
+    return ", ".join(names) if names else "none are installed"
+
+
+def is_preset(spec: str) -> bool:
+    """Whether `spec` names a shipped preset or a preset folder."""
+    return spec in available() or (os.path.isdir(spec) and not _missing(spec))
+
+
+def resolve(preset: str) -> str:
+    """A shipped preset's name or a preset folder -> the folder.
+
+    Raises:
+        UsageError: an unknown name (listing the shipped presets), or a folder
+            that lacks a preset's files (naming them).
+    """
+    if os.path.isdir(preset):
+        missing = _missing(preset)
+        if missing:
+            raise UsageError(
+                f"{preset} is not a preset folder: it lacks {', '.join(missing)}. A preset "
+                f"holds {', '.join(REQUIRED_FILES)} (VAE.save_to_preset writes them). "
+                f"Shipped presets: {_describe_available()}."
+            )
+        return os.path.abspath(preset)
+    if preset in available():
+        return os.path.join(PRESETS_DIR, preset)
+    raise UsageError(
+        f"Unknown preset {preset!r}. Shipped presets: {_describe_available()}; or pass a "
+        "folder written by VAE.save_to_preset."
+    )
+
+
+def read(preset: str) -> tuple[dict, str, dict]:
+    """(model config, weights file, metadata) of a preset name or folder."""
+    directory = resolve(preset)
+    config = read_json(os.path.join(directory, CONFIG_FILE))
+    metadata = read_json(os.path.join(directory, METADATA_FILE))
+    return config, os.path.join(directory, WEIGHTS_FILE), metadata
+
+
+def gmm_file(preset: str) -> str | None:
+    """The preset's GMM sampler file, or None if it ships without one."""
+    path = os.path.join(resolve(preset), GMM_FILE)
+    return path if os.path.isfile(path) else None
+
+
+def write(preset_dir: str, config: dict, save_weights, metadata: dict, gmm: str | None = None):
+    """Writes a preset folder whole or not at all (staged, then renamed).
+
+    `save_weights(path)` writes the weights file; `gmm` is an optional GMM
+    sampler file to copy in. An existing non-empty folder is refused.
+    """
+    preset_dir = os.path.abspath(preset_dir)
+    if not is_new_or_empty_dir(preset_dir):
+        raise UsageError(f"{preset_dir} exists and is not empty; choose a new preset folder.")
+    parent = os.path.dirname(preset_dir)
+    if not os.path.isdir(parent):
+        raise UsageError(f"{preset_dir}: the folder {parent} does not exist.")
+    with atomic_dir(preset_dir) as staging:
+        write_json(os.path.join(staging, CONFIG_FILE), config)
+        save_weights(os.path.join(staging, WEIGHTS_FILE))
+        if gmm:
+            shutil.copyfile(gmm, os.path.join(staging, GMM_FILE))
+        write_json(os.path.join(staging, METADATA_FILE), metadata)  # last
+    return preset_dir
