@@ -46,6 +46,10 @@ LOCK_FILE = ".lock"
 # What keras.callbacks.BackupAndRestore writes, and our record of it, written last.
 BACKUP_FILES = ("latest.weights.h5", "training_metadata.json")
 BACKUP_MANIFEST = "manifest.json"
+# Early stopping's state (counter, best value and epoch; the best weights),
+# part of a backup where the run stops early: a resumed run goes on counting
+# and still restores the best weights seen before the interruption.
+EARLY_STOPPING_FILES = ("early_stopping.json", "early_stopping_best.npz")
 
 
 def versions() -> dict:
@@ -202,9 +206,10 @@ def _sha256(path: str) -> str:
 def write_backup_manifest(backup_dir: str) -> None:
     """Records the size and sha256 of each backup file (after they are complete)."""
     files = {}
-    for name in BACKUP_FILES:
+    for name in (*BACKUP_FILES, *EARLY_STOPPING_FILES):
         path = os.path.join(backup_dir, name)
-        files[name] = {"bytes": os.path.getsize(path), "sha256": _sha256(path)}
+        if name in BACKUP_FILES or os.path.exists(path):
+            files[name] = {"bytes": os.path.getsize(path), "sha256": _sha256(path)}
     write_json(os.path.join(backup_dir, BACKUP_MANIFEST), {"files": files})
 
 
@@ -235,7 +240,8 @@ def check_backup(backup_dir: str) -> int:
         files = read_json(manifest_path)["files"]
     except (UsageError, KeyError, TypeError):
         raise UsageError(f"{manifest_path} is damaged. {way_out}") from None
-    for name in BACKUP_FILES:
+    recorded = [n for n in EARLY_STOPPING_FILES if n in files]  # in the backup if recorded
+    for name in (*BACKUP_FILES, *recorded):
         path = os.path.join(backup_dir, name)
         expected = files.get(name, {})
         if not os.path.isfile(path):

@@ -107,12 +107,68 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
             )
 
 
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """`EarlyStopping` whose state is part of the run's backup.
+
+    Keras's own starts afresh in every `fit`, so a run resumed after an
+    interruption would forget the best weights seen before it and count its
+    patience from zero. This one writes its counter, best value and epoch
+    (`early_stopping.json`) and best weights (`early_stopping_best.npz`)
+    with each backup, before the manifest, and reads them back when a backup
+    is resumed.
+    """
+
+    def __init__(self, backup_dir: str, **kwargs):
+        super().__init__(**kwargs)
+        self.backup_dir = backup_dir
+        self._best_saved_epoch = None
+
+    def _paths(self):
+        return [os.path.join(self.backup_dir, n) for n in runs.EARLY_STOPPING_FILES]
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        state_path, weights_path = self._paths()
+        if not os.path.exists(state_path) or not runs.check_backup(self.backup_dir):
+            return
+        state = runs.read_json(state_path)
+        self.wait, self.best_epoch = state["wait"], state["best_epoch"]
+        self.best = state["best"]
+        if os.path.exists(weights_path):
+            with np.load(weights_path) as saved:
+                self.best_weights = [saved[f"w{i}"] for i in range(len(saved.files))]
+            self._best_saved_epoch = self.best_epoch
+        print(
+            f"Early stopping resumed: best {self.monitor} {self.best} at epoch "
+            f"{self.best_epoch + 1}, {self.wait} epoch(s) without improvement."
+        )
+
+    def save_state(self):
+        """Called by the backup before it writes its manifest."""
+        state_path, weights_path = self._paths()
+        if self.best_weights is not None and self._best_saved_epoch != self.best_epoch:
+            with runs.atomic_write(weights_path, "wb") as f:
+                np.savez(f, **{f"w{i}": w for i, w in enumerate(self.best_weights)})
+            self._best_saved_epoch = self.best_epoch
+        best = None if self.best is None else float(self.best)
+        runs.write_json(
+            state_path, {"wait": self.wait, "best": best, "best_epoch": self.best_epoch}
+        )
+
+
 class CheckedBackupAndRestore(keras.callbacks.BackupAndRestore):
     """`BackupAndRestore` that records each backup's files in a manifest,
-    written last; `runs.check_backup` refuses a backup that does not match it."""
+    written last; `runs.check_backup` refuses a backup that does not match it.
+    `early_stopping`'s state is saved with each backup."""
+
+    def __init__(self, backup_dir, early_stopping=None, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self.early_stopping = early_stopping
 
     def _save_model(self):
         super()._save_model()
+        if self.early_stopping is not None:
+            self.early_stopping.save_state()
         runs.write_backup_manifest(self.backup_dir)
 
 
@@ -194,17 +250,19 @@ def _set_up(config: TrainConfig) -> _Run:
 def _callbacks(run: _Run) -> list:
     config = run.config
     callbacks = [NonFiniteLossGuard()]
+    backup_dir = _backup_dir(run.run_dir, run.described, run.strategy)
+    early = None
     if config.early_stopping:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                "val_loss",
-                patience=config.early_stopping,
-                restore_best_weights=True,
-                verbose=1,
-                # Epochs of KL warm-up do not count: the objective still changes.
-                start_from_epoch=math.ceil(config.kl_warmup_epochs),
-            )
+        early = ResumableEarlyStopping(
+            backup_dir,
+            monitor="val_loss",
+            patience=config.early_stopping,
+            restore_best_weights=True,
+            verbose=1,
+            # Epochs of KL warm-up do not count: the objective still changes.
+            start_from_epoch=math.ceil(config.kl_warmup_epochs),
         )
+        callbacks.append(early)
     if run.chief:
         logs = os.path.join(run.run_dir, runs.LOGS_DIR)
         callbacks += [
@@ -215,8 +273,7 @@ def _callbacks(run: _Run) -> list:
         ]
     # Weights, optimizer state and epoch, last; kept after training so that a
     # finished run can be extended with `--resume --epochs N`.
-    backup_dir = _backup_dir(run.run_dir, run.described, run.strategy)
-    callbacks.append(CheckedBackupAndRestore(backup_dir, delete_checkpoint=False))
+    callbacks.append(CheckedBackupAndRestore(backup_dir, early, delete_checkpoint=False))
     return callbacks
 
 
@@ -255,7 +312,11 @@ def _test_record(run: _Run, history, callbacks) -> dict:
         # The epochs actually trained (early stopping may end a run sooner),
         # and the epoch whose weights were kept.
         "epochs": history.epoch[-1] + 1 if history.epoch else run.config.epochs,
-        "best_epoch": early.best_epoch + 1 if early is not None and early.stopped_epoch else None,
+        # EarlyStopping restores its best weights whether it stopped the run or
+        # the epochs ran out.
+        "best_epoch": (
+            early.best_epoch + 1 if early is not None and early.best_weights is not None else None
+        ),
     }
 
 

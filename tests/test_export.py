@@ -445,7 +445,8 @@ def test_export_cli_errors(tmp_path, exported):
     )
     assert "--model" in run("--help").stdout
     missing = run("--model", str(tmp_path / "nothing"))
-    assert missing.returncode == 2 and "no such run directory, .keras file or preset" in missing.stderr
+    assert missing.returncode == 2
+    assert "no such run directory, .keras file or preset" in missing.stderr
     (tmp_path / "empty_run").mkdir()
     empty = run("--model", str(tmp_path / "empty_run"))
     assert empty.returncode == 2 and "holds no model.keras" in empty.stderr

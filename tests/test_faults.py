@@ -199,3 +199,42 @@ def test_a_full_disk_during_export_leaves_no_new_version(tmp_path, monkeypatch):
         for n in dirs + files
     ]
     assert sorted(leftovers) == [".lock", "tflite", os.path.join("tflite", "vae")]
+
+
+class _ScriptedValLoss(keras.callbacks.Callback):
+    """Sets `val_loss` from a script (before early stopping reads it) and keeps
+    each epoch's weights."""
+
+    def __init__(self, losses):
+        super().__init__()
+        self.losses, self.weights = losses, {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_loss"] = self.losses[epoch]
+        self.weights[epoch] = self.model.get_weights()
+
+
+def _fit_with_early_stopping(backup_dir, epochs, script, seed):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    early = training.ResumableEarlyStopping(
+        str(backup_dir), monitor="val_loss", patience=2, restore_best_weights=True
+    )
+    backup = training.CheckedBackupAndRestore(str(backup_dir), early, delete_checkpoint=False)
+    x = np.random.default_rng(0).random((8, 2), dtype=np.float32)
+    model.fit(x, x[:, :1], epochs=epochs, verbose=0, callbacks=[script, early, backup])
+    return model, early
+
+
+def test_resumed_early_stopping_keeps_its_counter_and_best_weights(tmp_path):
+    losses = [5.0, 3.0, 4.0, 4.0, 4.0]  # best at epoch 1; patience 2 runs out at epoch 3
+    first = _ScriptedValLoss(losses)
+    _fit_with_early_stopping(tmp_path / "backup", 3, first, seed=0)  # interrupted after 3
+    assert set(runs.EARLY_STOPPING_FILES) <= set(os.listdir(tmp_path / "backup"))
+    assert runs.check_backup(str(tmp_path / "backup")) == 3  # the manifest covers them
+    model, early = _fit_with_early_stopping(tmp_path / "backup", 5, _ScriptedValLoss(losses), 1)
+    # A fresh EarlyStopping would call epoch 3 its best and not stop.
+    assert early.stopped_epoch == 3 and early.best_epoch == 1
+    for kept, best in zip(model.get_weights(), first.weights[1], strict=True):
+        np.testing.assert_array_equal(kept, best)
