@@ -55,18 +55,17 @@ def example_inputs(model, images: np.ndarray, gmm=None) -> dict:
     """One small, real input batch per signature (for warm-up and checks)."""
     images = np.asarray(images[:2], dtype=np.uint8)
     z = np.random.default_rng(0).standard_normal((2, model.latent_dim)).astype(np.float32)
+    noise = {"noise": z, "uniform": np.array([0.25, 0.75], np.float32)}  # what a prior declares
     inputs = {
         "serving_default": {"images": images},
         "decode": {"z": z},
         "reconstruct": {"images": images},
         "generate": {"count": np.array(2, np.int32)},
-        "generate_from_noise": {"noise": z},
+        "generate_from_noise": {k: noise[k] for k in model.prior_layer.noise_inputs},
         "score": {"images": images},
     }
     if gmm is not None:
         inputs["generate_gmm"] = {"count": np.array(2, np.int32)}
-    if model.prior_layer.is_mixture:
-        inputs["generate_from_noise"]["uniform"] = np.array([0.25, 0.75], np.float32)
     if model.num_classes:
         labels = np.arange(2, dtype=np.int32) % model.num_classes
         inputs["generate"] = {}

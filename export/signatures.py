@@ -59,7 +59,6 @@ def signature_functions(model, gmm=None) -> dict:
     latent_spec = keras.InputSpec(shape=(None, model.latent_dim), dtype="float32")
     labels_spec = keras.InputSpec(shape=(None,), dtype="int32")
     uniform_spec = keras.InputSpec(shape=(None,), dtype="float32")
-    mixture = model.prior_layer.is_mixture
 
     # `labels` is None for an unconditional model; a conditional one's
     # signatures take it as a last input (one int32 class per image).
@@ -113,10 +112,11 @@ def signature_functions(model, gmm=None) -> dict:
             "kl": terms["kl"],
         }
 
-    if mixture:
-        from_noise = (generate_from_mixture_noise, [latent_spec, uniform_spec])
-    else:
-        from_noise = (generate_from_noise, [latent_spec])
+    # The prior declares what its noise is; each declaration has its function.
+    from_noise = {
+        ("noise",): (generate_from_noise, [latent_spec]),
+        ("noise", "uniform"): (generate_from_mixture_noise, [latent_spec, uniform_spec]),
+    }[tuple(model.prior_layer.noise_inputs)]
     functions = {
         "serving_default": (encode, [images_spec]),
         "decode": (decode, [latent_spec]),

@@ -49,7 +49,7 @@ def export_tflite(
     out_dir: str,
     calibration_z: np.ndarray,
     num_classes: int = 0,
-    mixture_prior: bool = False,
+    noise_inputs=("noise",),
     signatures=SIGNATURE_NAMES,
 ) -> dict:
     """Converts a SavedModel version to the three `.tflite` files.
@@ -62,8 +62,8 @@ def export_tflite(
             images, the int8 decoder's calibration data.
         num_classes: int. A conditional model's class count (labels cycle
             through the classes during calibration); 0 otherwise.
-        mixture_prior: bool. The model's `generate_from_noise` also takes
-            `uniform` (a mixture prior's component).
+        noise_inputs: the inputs of the model's `generate_from_noise`, as
+            its prior declares them (`uniform`: a mixture's component).
         signatures: the signature names to convert (all the SavedModel's).
 
     Returns:
@@ -85,7 +85,7 @@ def export_tflite(
             for i, z in enumerate(latents):
                 extra = {"labels": np.array([i % num_classes], np.int32)} if num_classes else {}
                 yield "decode", {"z": z[None], **extra}
-                if mixture_prior:  # every component, with typical noise
+                if "uniform" in noise_inputs:  # every component, with typical noise
                     extra["uniform"] = np.array([(i + 0.5) / len(latents)], np.float32)
                     z = np.random.default_rng(i).standard_normal(z.shape).astype(np.float32)
                 yield "generate_from_noise", {"noise": z[None], **extra}

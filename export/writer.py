@@ -108,6 +108,6 @@ def _convert_tflite(model, images, out_dir: str, gmm=None) -> dict:
             out_dir,
             z_mean.numpy(),
             model.num_classes,
-            model.prior_layer.is_mixture,
+            model.prior_layer.noise_inputs,
             signature_names(gmm),
         )

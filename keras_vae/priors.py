@@ -76,7 +76,8 @@ class StandardNormalPrior(keras.layers.Layer):
         super().__init__(**kwargs)
         self.latent_dim = latent_dim
 
-    is_mixture = False
+    # The inputs of `from_noise` (the exported `generate_from_noise`'s).
+    noise_inputs = ("noise",)
 
     def distribution(self) -> tfd.Distribution:
         return tfd.MultivariateNormalDiag(
@@ -100,7 +101,7 @@ class StandardNormalPrior(keras.layers.Layer):
 class _MixturePrior(keras.layers.Layer):
     """A mixture of diagonal Gaussians given by `mixture_parameters()`."""
 
-    is_mixture = True
+    noise_inputs = ("noise", "uniform")  # uniform picks the component
 
     def mixture_parameters(self):
         """`(logits (K,), locs (K, latent), scales (K, latent))`, float32."""

@@ -155,10 +155,14 @@ def test_same_seed_gives_identical_losses(fashion_mnist_dir, tmp_path):
 )
 def test_bad_input_exits_nonzero_and_writes_nothing(args, message, tmp_path):
     out = tmp_path / "run"
+    default_runs = os.path.join(REPO, "runs")  # where a run without --output-dir goes
+    before = set(os.listdir(default_runs)) if os.path.isdir(default_runs) else set()
     result = run_cli(*args, "--output-dir", str(out)) if "--resume" not in args else run_cli(*args)
     assert result.returncode == 2
     assert message in result.stderr
     assert not out.exists()
+    after = set(os.listdir(default_runs)) if os.path.isdir(default_runs) else set()
+    assert after == before
 
 
 def test_help_lists_every_flag():
