@@ -130,7 +130,16 @@ class SavedModelRunner(Runner):
     def __init__(self, path):
         import tensorflow as tf
 
-        self._loaded = tf.saved_model.load(path)
+        try:
+            self._loaded = tf.saved_model.load(path)
+        except (tf.errors.OpError, IndexError, OSError) as e:
+            # A missing, truncated or altered variables file: TF's checkpoint
+            # reader raises OpError or IndexError ("Read less bytes than requested").
+            raise ValueError(
+                f"The SavedModel in {path} cannot be loaded: its variables are missing or "
+                f"damaged ({str(e).splitlines()[0][:200]}). Export the model again "
+                "(python -m export --model RUN)."
+            ) from None
         self.signatures = {}
         for name, fn in self._loaded.signatures.items():
             specs_in = fn.structured_input_signature[1]
@@ -156,7 +165,13 @@ class LiteRTRunner(Runner):
     def __init__(self, path, num_threads=None):
         from ai_edge_litert.interpreter import Interpreter
 
-        self._interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        try:
+            self._interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        except (ValueError, RuntimeError) as e:  # a truncated or non-TFLite file
+            raise ValueError(
+                f"{path} is not a readable .tflite model ({str(e).splitlines()[0][:200]}). "
+                "Export the model again (python -m export --model RUN)."
+            ) from None
         self.signatures = {}
         for name in self._interpreter.get_signature_list():
             runner = self._interpreter.get_signature_runner(name)

@@ -255,7 +255,10 @@ class TrainConfig:
                 f"{where} holds unknown keys {unknown}; expected the flags of train.py "
                 f"({', '.join(sorted(_FIELDS))})."
             )
-        return cls(**saved)
+        try:
+            return cls(**saved)
+        except UsageError as e:
+            raise UsageError(f"{where}: {e}") from None
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

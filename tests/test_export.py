@@ -472,3 +472,28 @@ def test_run_writes_a_png_grid_of_returned_images(exported, kind, tmp_path, caps
     args = ["run", path, "--signature", "score", "--images", str(shoe), "--output", str(refused)]
     assert serve_signature.main(args) == 2
     assert "returns no images" in capsys.readouterr().err and not refused.exists()
+
+
+def test_damaged_exports_are_refused_with_the_file_and_the_fix(exported, tmp_path, capsys):
+    import shutil
+
+    _, paths, _, _ = exported
+    variables = os.path.join("variables", "variables.data-00000-of-00001")
+    for damage in ("missing", "truncated"):
+        copy = tmp_path / damage
+        shutil.copytree(paths["saved_model"], copy)
+        if damage == "missing":
+            os.remove(copy / variables)
+        else:
+            os.truncate(copy / variables, 1000)
+        args = ["run", str(copy), "--signature", "generate", "--input", "count=2"]
+        assert serve_signature.main(args) == 2
+        err = capsys.readouterr().err
+        assert "variables are missing or damaged" in err and "python -m export" in err, err
+    short = tmp_path / "short.tflite"
+    short.write_bytes(open(paths["tflite"]["float32"], "rb").read()[:5000])
+    assert (
+        serve_signature.main(["run", str(short), "--signature", "generate", "--input", "count=2"])
+        == 2
+    )
+    assert "is not a readable .tflite model" in capsys.readouterr().err

@@ -4,8 +4,10 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -211,3 +213,28 @@ def test_a_damaged_backup_stops_the_cli_and_writes_nothing(real_run, tmp_path):
     assert "latest.weights.h5 is missing" in resumed.stderr
     assert "Traceback" not in resumed.stderr
     assert open(os.path.join(out, "metrics.json")).read() == metrics_before  # untouched
+
+
+def test_sigkill_during_evaluation_leaves_the_run_as_it_was(real_run, tmp_path):
+    """evaluate merges its result into metrics.json atomically, at the end: a
+    kill before then changes nothing (and leaves no temporary file)."""
+    out = str(tmp_path / "run")
+    shutil.copytree(real_run[0], out)
+    before = {f: open(os.path.join(out, f), "rb").read() for f in ("metrics.json",)}
+    listing = sorted(os.listdir(out))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keras_vae.evaluate", "--model", out, "--iw-samples", "5000"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    deadline = time.monotonic() + 120
+    seen = b""
+    while b"image" not in seen and time.monotonic() < deadline:  # the progress bar runs
+        seen += proc.stdout.read1(4096)
+    assert proc.poll() is None, seen[-2000:]  # 2,000 images x K=5000: minutes of work
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert open(os.path.join(out, "metrics.json"), "rb").read() == before["metrics.json"]
+    assert sorted(os.listdir(out)) == listing
