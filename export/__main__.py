@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from keras_vae import cli, presets
+from keras_vae import cli
 from keras_vae.errors import UsageError
 
 
@@ -26,9 +26,7 @@ def build_parser():
     )
     source.add_argument(
         "--preset",
-        help="A pretrained preset: a shipped name "
-        f"({', '.join(presets.available()) or 'none installed'}) or a folder written by "
-        "VAE.save_to_preset. Needs --output-dir.",
+        help=f"{cli.PRESET_HELP[0].upper()}{cli.PRESET_HELP[1:]} Needs --output-dir.",
     )
     parser.add_argument(
         "--output-dir",

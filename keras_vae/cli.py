@@ -224,6 +224,12 @@ def positive_float(text: str) -> float:
 MAX_GENERATE = 100_000
 
 
+PRESET_HELP = (
+    f"a pretrained preset: a shipped name ({', '.join(presets.available()) or 'none installed'}) "
+    "or a folder written by VAE.save_to_preset."
+)
+
+
 def generate_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m keras_vae.generate",
@@ -233,9 +239,7 @@ def generate_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model",
         required=True,
-        help="A run directory written by train.py, a .keras file, or a pretrained preset: "
-        f"a shipped name ({', '.join(presets.available()) or 'none installed'}) or a folder "
-        "written by VAE.save_to_preset.",
+        help=f"A run directory written by train.py, a .keras file, or {PRESET_HELP}",
     )
     parser.add_argument(
         "--count",
