@@ -234,6 +234,6 @@ def save_run_preset(run_dir: str, preset_dir: str) -> dict:
         "trained_with": metrics.get("versions"),
         "check": preset_check(model, config),
     }
-    gmm = os.path.join(run_dir, presets.GMM_FILE)
-    model.save_to_preset(preset_dir, metadata, gmm if os.path.isfile(gmm) else None)
+    extra = [os.path.join(run_dir, name) for name in presets.OPTIONAL_FILES]
+    model.save_to_preset(preset_dir, metadata, [path for path in extra if os.path.isfile(path)])
     return metadata

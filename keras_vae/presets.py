@@ -10,6 +10,7 @@ KerasHub ships them (no TensorFlow here; `VAE.from_preset` builds the model).
                            `check`: the IW bound on the first CHECK_IMAGES
                            test images with K = CHECK_SAMPLES
         gmm_sampler.npz    optional: the run's GMM sampler (`--sampler gmm`)
+        curves.png         optional: the run's training and validation curves
 
 `VAE.save_to_preset(dir)` writes the same layout and `VAE.from_preset(dir)`
 reads any such folder; a bare NAME is looked up among the shipped presets.
@@ -28,6 +29,8 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
 GMM_FILE = "gmm_sampler.npz"  # the name samplers.GMM_FILE gives it in a run
+# Files a preset may carry over from its run, under the names the run gives them.
+OPTIONAL_FILES = (GMM_FILE, "curves.png")
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE)
 # The figure a preset's metadata records and its test re-measures.
 CHECK_IMAGES = 500
@@ -98,11 +101,12 @@ def gmm_file(preset: str) -> str | None:
     return path if os.path.isfile(path) else None
 
 
-def write(preset_dir: str, config: dict, save_weights, metadata: dict, gmm: str | None = None):
+def write(preset_dir: str, config: dict, save_weights, metadata: dict, extra=()):
     """Writes a preset folder whole or not at all (staged, then renamed).
 
-    `save_weights(path)` writes the weights file; `gmm` is an optional GMM
-    sampler file to copy in. An existing non-empty folder is refused.
+    `save_weights(path)` writes the weights file; `extra` are files to copy
+    in under their own names (`OPTIONAL_FILES`, e.g. a run's GMM sampler).
+    An existing non-empty folder is refused.
     """
     preset_dir = os.path.abspath(preset_dir)
     if not is_new_or_empty_dir(preset_dir):
@@ -113,7 +117,7 @@ def write(preset_dir: str, config: dict, save_weights, metadata: dict, gmm: str 
     with atomic_dir(preset_dir) as staging:
         write_json(os.path.join(staging, CONFIG_FILE), config)
         save_weights(os.path.join(staging, WEIGHTS_FILE))
-        if gmm:
-            shutil.copyfile(gmm, os.path.join(staging, GMM_FILE))
+        for path in extra:
+            shutil.copyfile(path, os.path.join(staging, os.path.basename(path)))
         write_json(os.path.join(staging, METADATA_FILE), metadata)  # last
     return preset_dir

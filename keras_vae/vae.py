@@ -445,10 +445,12 @@ class VAE(keras.Model):
             ) from None
         return model
 
-    def save_to_preset(self, preset_dir: str, metadata: dict | None = None, gmm=None) -> str:
+    def save_to_preset(self, preset_dir: str, metadata: dict | None = None, extra=()) -> str:
         """Writes this model as a preset folder (config, weights, `metadata`,
-        and the optional GMM sampler file `gmm`) that `from_preset` reads."""
-        return presets.write(preset_dir, self.get_config(), self.save_weights, metadata or {}, gmm)
+        and `extra` files such as the run's GMM sampler) that `from_preset` reads."""
+        return presets.write(
+            preset_dir, self.get_config(), self.save_weights, metadata or {}, extra
+        )
 
     def with_decoder(self, decoder: keras.Model) -> VAE:
         """This model with `decoder` in place of its own: the supported seam for

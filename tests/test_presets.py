@@ -59,9 +59,9 @@ def test_save_to_preset_round_trips_weights_metadata_and_sampler(tmp_path):
     model = VAE(latent_dim=4, seed=0, num_classes=3)
     rng = np.random.default_rng(1)  # not the seeded initialisation from_config repeats
     model.set_weights([w + rng.normal(size=w.shape).astype(w.dtype) for w in model.get_weights()])
-    gmm = tmp_path / "gmm.npz"
+    gmm = tmp_path / presets.GMM_FILE
     gmm.write_bytes(b"sampler")
-    model.save_to_preset(str(tmp_path / "p"), {"epochs": 3}, gmm=str(gmm))
+    model.save_to_preset(str(tmp_path / "p"), {"epochs": 3}, extra=[str(gmm)])
     loaded = VAE.from_preset(str(tmp_path / "p"))
     for a, b in zip(model.get_weights(), loaded.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -77,7 +77,7 @@ def test_save_to_preset_round_trips_weights_metadata_and_sampler(tmp_path):
 
     with pytest.raises(OSError):
         presets.write(str(tmp_path / "q"), {}, broken, {})
-    assert sorted(os.listdir(tmp_path)) == ["gmm.npz", "p"]
+    assert sorted(os.listdir(tmp_path)) == [presets.GMM_FILE, "p"]
 
 
 def test_bad_presets_fail_with_what_is_available(tmp_path):
