@@ -58,12 +58,15 @@ def run(work, *args) -> int:
 def train(argv=None) -> int:
     parser = config_lib.build_parser(
         prog="python train.py",
-        description="Train a VAE on a TFDS image dataset and write the model, metrics, "
+        description="Train a VAE on a TFDS image dataset, a folder of images or an array "
+        "file, and write the model, metrics, "
         "TensorBoard logs, pictures and exports to a run directory.",
     )
 
     def work():
         config = config_lib.parse_config(argv, parser)
+        if config_lib.dataset_is_path(config.dataset):
+            config_lib.check_dataset_path(config.dataset)
         from keras_vae import training  # TensorFlow loads here, after the flags
 
         training.train(config)

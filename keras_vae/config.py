@@ -63,6 +63,17 @@ def dataset_is_path(name: str) -> bool:
     )
 
 
+def check_dataset_path(path: str) -> None:
+    """A `--dataset` path must exist: checked before TensorFlow loads, so that a
+    mistyped path fails at once (the contents are checked as they are read)."""
+    if not os.path.exists(os.path.expanduser(path)):
+        raise UsageError(
+            f"--dataset {os.path.abspath(os.path.expanduser(path))}: no such file or folder. "
+            "Pass a folder of images, a .npz or .npy file of uint8 images, or a TFDS "
+            "dataset name such as fashion_mnist."
+        )
+
+
 def _field(default, help, **kwargs):
     return dataclasses.field(default=default, metadata={"help": help, **kwargs})
 

@@ -38,7 +38,7 @@ import tensorflow_datasets as tfds
 
 from export.images import read_image
 from keras_vae import choices
-from keras_vae.config import dataset_is_path
+from keras_vae.config import check_dataset_path, dataset_is_path
 from keras_vae.errors import UsageError
 
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -320,12 +320,8 @@ def load_local(path, image_size=None, channels=None, test_fraction=0.1):
             empty folder, a folder without images, an unreadable image, a
             bad array, mixed sizes without `image_size`, or too few images.
     """
+    check_dataset_path(path)
     path = os.path.abspath(os.path.expanduser(path))
-    if not os.path.exists(path):
-        raise UsageError(
-            f"--dataset {path}: no such file or folder. Pass a folder of images, a .npz or "
-            ".npy file of uint8 images, or a TFDS dataset name such as fashion_mnist."
-        )
     stamp = os.stat(path).st_mtime_ns
     return _load_local(path, stamp, image_size, channels, float(test_fraction))
 
