@@ -66,7 +66,13 @@ def train(argv=None) -> int:
     def work():
         config = config_lib.parse_config(argv, parser)
         if config_lib.dataset_is_path(config.dataset):
-            config_lib.check_dataset_path(config.dataset)
+            # Read and checked before TensorFlow loads: bad data fails at once.
+            # The arrays are cached for the run in this process.
+            from keras_vae import local_data  # numpy and PIL only
+
+            local_data.load_local(
+                config.dataset, config.image_size, config.channels, config.test_fraction
+            )
         from keras_vae import training  # TensorFlow loads here, after the flags
 
         training.train(config)

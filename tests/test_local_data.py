@@ -3,9 +3,12 @@ splits as TFDS data; every kind of bad input refused with the path and the fix."
 
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from conftest import REPO
 from PIL import Image
 
 from keras_vae import cli, data
@@ -172,3 +175,22 @@ def test_bad_input_is_refused_with_the_path_and_leaves_no_run_directory(tmp_path
         assert os.path.basename(dataset) in err, (what, err)
         assert re.search(message, err), (what, err)
         assert not out.exists(), what
+
+
+def test_bad_data_is_refused_before_tensorflow_loads(tmp_path):
+    """The folder is read (numpy and PIL) before TensorFlow: bad data fails at once."""
+    (tmp_path / "clothes").mkdir()
+    (tmp_path / "clothes" / "bad.png").write_bytes(b"not a png")
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", os.path.join(REPO, "train.py")]
+        + ["--dataset", str(tmp_path / "clothes"), "--output-dir", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "bad.png: not a readable image" in done.stderr
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert "keras_vae.local_data" in imported  # the importtime listing is there
+    assert "tensorflow" not in imported and "keras" not in imported
+    assert not (tmp_path / "run").exists()
