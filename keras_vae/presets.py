@@ -28,7 +28,7 @@ PRESETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
-GMM_FILE = "gmm_sampler.npz"  # the name samplers.GMM_FILE gives it in a run
+GMM_FILE = "gmm_sampler.npz"  # samplers.GMM_FILE: the same name in a run
 # Files a preset may carry over from its run, under the names the run gives them.
 OPTIONAL_FILES = (GMM_FILE, "curves.png")
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE)

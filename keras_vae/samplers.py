@@ -22,11 +22,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import choices, evaluate, inputs, priors, runs
+from keras_vae import choices, evaluate, inputs, presets, priors, runs
 from keras_vae.errors import UsageError
 
 SAMPLERS = choices.SAMPLERS
-GMM_FILE = "gmm_sampler.npz"
+GMM_FILE = presets.GMM_FILE  # one name in a run and in a preset
 GMM_COMPONENTS = 10  # Pythae's default
 GMM_SEED = 0
 
