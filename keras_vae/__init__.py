@@ -49,6 +49,7 @@ def __getattr__(name):
 
 
 if not _starting_a_command_line():
+    import keras_vae.optimizers  # noqa: E402, F401  (registers AdamNormGrad for load_model)
     from keras_vae.likelihoods import available_likelihoods, register_likelihood  # noqa: E402
     from keras_vae.priors import available_priors, register_prior  # noqa: E402
     from keras_vae.vae import VAE  # noqa: E402

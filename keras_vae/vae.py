@@ -448,8 +448,12 @@ class VAE(keras.Model):
     def save_to_preset(self, preset_dir: str, metadata: dict | None = None, extra=()) -> str:
         """Writes this model as a preset folder (config, weights, `metadata`,
         and `extra` files such as the run's GMM sampler) that `from_preset` reads."""
+        # The weights alone: a copy without an optimizer, whose state a model's
+        # own save_weights would include (twice the weights again, for Adam).
+        bare = type(self).from_config(self.get_config())
+        bare.set_weights(self.get_weights())
         return presets.write(
-            preset_dir, self.get_config(), self.save_weights, metadata or {}, extra
+            preset_dir, self.get_config(), bare.save_weights, metadata or {}, extra
         )
 
     def with_decoder(self, decoder: keras.Model) -> VAE:

@@ -46,13 +46,19 @@ def test_shipped_preset_reproduces_its_recorded_bound_in_a_fresh_process(name):
 
 
 def test_presets_are_shipped_and_small():
-    assert "fashion_mnist_conv" in presets.available()
+    assert {"fashion_mnist_conv", "fashion_mnist_gated_mlp"} <= set(presets.available())
     size = sum(
         os.path.getsize(os.path.join(folder, f))
         for folder, _, files in os.walk(presets.PRESETS_DIR)
         for f in files
     )
     assert size < 20 * 2**20
+    # Weights only: no optimizer state (Keras's save_weights would add Adam's).
+    import h5py
+
+    for name in presets.available():
+        with h5py.File(os.path.join(presets.PRESETS_DIR, name, presets.WEIGHTS_FILE)) as f:
+            assert "optimizer" not in f
 
 
 def test_save_to_preset_round_trips_weights_metadata_and_sampler(tmp_path):
@@ -111,3 +117,30 @@ def test_generate_and_export_take_a_preset(tmp_path, capsys):
     assert export_main([*preset, "--output-dir", str(out)]) == 0
     runner = open_model(str(out / "saved_model" / "vae" / "1"))
     assert runner.run("generate_gmm", {"count": np.int32(3)})["images"].shape == (3, 28, 28, 1)
+
+
+def test_a_model_trained_with_adamnormgrad_reloads_in_a_command_line(tmp_path):
+    """The CLIs import the model lazily; loading a run trained with
+    --normalize-gradients must still find its optimizer class."""
+    from conftest import random_images
+
+    from keras_vae.optimizers import AdamNormGrad
+
+    model = VAE(latent_dim=2, seed=0)
+    model.compile(AdamNormGrad(1e-3))
+    model.fit(random_images(8), epochs=1, verbose=0)
+    model.save(str(tmp_path / "m.keras"))
+    code = (
+        "import sys; sys.argv[0] = '-m'\n"  # as `python -m keras_vae.evaluate` starts
+        "import keras\nfrom keras_vae import runs\n"
+        "print(type(keras.models.load_model(sys.argv[1]).optimizer).__name__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "m.keras")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "AdamNormGrad"
