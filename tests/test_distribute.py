@@ -154,7 +154,10 @@ def test_mirrored_step_matches_one_device(policy, jit):
     assert result.returncode == 0, result.stderr[-3000:]
     lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
     assert lines["replicas"] == "2"
-    tolerance = 1e-5 if policy == "float32" else 2e-2
+    # One Adam step moves a weight by lr * g / (|g| + eps) with lr = 1e-3: where
+    # |g| is near eps, the replicas' other order of summation shows (1.06e-5 was
+    # seen once in CI), so float32 allows 5% of the step.
+    tolerance = 5e-5 if policy == "float32" else 2e-2
     assert float(lines["max_weight_diff"].split()[-1]) < tolerance
     single, mirrored = json.loads(lines["metrics"])
     for name in ("loss", "reconstruction", "kl"):
