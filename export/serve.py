@@ -133,15 +133,23 @@ def _check_url(url: str) -> str:
     return url
 
 
-def _save_outputs(path: str, outputs: dict) -> None:
-    """`--output FILE.npz` (checked by `main` before any work), written whole or not at all."""
-    tmp = f"{path}.{os.getpid()}.tmp.npz"
+def _write_whole(path: str, write) -> None:
+    """`write(tmp)` to a temporary file beside `path`, renamed over it only when
+    complete (keras_vae.files does the same, but importing keras_vae could load
+    TensorFlow, which `run` with a .tflite never does)."""
+    suffix = os.path.splitext(path)[1]
+    tmp = f"{path}.{os.getpid()}.tmp{suffix}"
     try:
-        np.savez(tmp, **outputs)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _save_outputs(path: str, outputs: dict) -> None:
+    """`--output FILE.npz` (checked by `main` before any work), written whole or not at all."""
+    _write_whole(path, lambda tmp: np.savez(tmp, **outputs))
 
 
 # The outputs that are images in [0, 1], by signature kind.
@@ -167,13 +175,7 @@ def _save_grid(path: str, images) -> None:
     """A grid of `(n, H, W, C)` images in [0, 1] as one PNG, written whole or not at all."""
     from export.images import image_grid, write_png
 
-    tmp = f"{path}.{os.getpid()}.tmp.png"
-    try:
-        write_png(tmp, image_grid(np.asarray(images, np.float32)))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    _write_whole(path, lambda tmp: write_png(tmp, image_grid(np.asarray(images, np.float32))))
 
 
 def main(argv=None) -> int:

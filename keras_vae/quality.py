@@ -177,8 +177,8 @@ def sample_quality(run_dir: str, count: int = DEFAULT_COUNT, seed: int = 0) -> d
     accuracy. Merged into metrics.json under `sample_quality`.
     """
     config, model = runs.load_run(run_dir)
-    extractor = feature_extractor(run_classifier(run_dir, config)[0])
-    accuracy = runs.read_json(os.path.join(run_dir, CLASSIFIER_INFO))["test_accuracy"]
+    classifier, accuracy = run_classifier(run_dir, config)
+    extractor = feature_extractor(classifier)
     raw = _raw_pixels(config)
     test_x, _, _ = inputs.load_test_examples(raw, count)
     real = features(extractor, test_x)
