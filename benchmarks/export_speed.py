@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from export.runner import LiteRTRunner, SavedModelRunner  # noqa: E402
+from keras_vae.export.runner import LiteRTRunner, SavedModelRunner  # noqa: E402
 
 BATCHES = (1, 256)
 # The output whose error each deterministic signature is judged by.

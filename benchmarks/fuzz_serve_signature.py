@@ -41,7 +41,7 @@ DIMS = [0, 1, 2, 3, 4, 27, 28, 29]
 
 
 def export_model(out_dir: str) -> str:
-    from export.writer import export_all
+    from keras_vae.export.writer import export_all
     from keras_vae.vae import VAE
 
     model = VAE(latent_dim=LATENT, seed=0)

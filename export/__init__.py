@@ -1,22 +1,8 @@
-"""Deployment: a SavedModel for TF Serving and TFLite files for LiteRT.
+"""The repository's `python -m export`: a thin wrapper, not installed.
 
-- `writer.py`: `export_all`, one version of every format.
-- `saved_model.py`, `tflite.py`: one format each.
-- `signatures.py`: the signature functions both formats share.
-- `runner.py`: one checked runner for a SavedModel or a `.tflite` (LiteRT
-  without TensorFlow).
-
-This file only re-exports, lazily: `export.runner` must load without
-TensorFlow.
+The exporters live in `keras_vae.export` (installed with the package, also as
+the console script `keras-vae-export`). A top-level package named `export`
+in site-packages would shadow, or be shadowed by, a user's own module of that
+name, so only `keras_vae` is installed; this folder keeps the repository's
+`python -m export` form working from its root.
 """
-
-
-def __getattr__(name):
-    if name == "export_all":
-        from export.writer import export_all
-
-        return export_all
-    raise AttributeError(f"module 'export' has no attribute {name!r}")
-
-
-__all__ = ["export_all"]

@@ -4,7 +4,11 @@
 classes, so that `keras.models.load_model` reloads a saved `VAE`. The one
 exception is the start of the package's own command lines: they parse their
 flags, and answer `--help`, before TensorFlow loads, and import the model
-themselves afterwards; until then the names below load on first use.
+themselves afterwards; until then the names below load on first use. That
+is also what keeps `serve_signature.py run MODEL.tflite` (and
+`keras-vae-serve`) free of TensorFlow: the LiteRT runner,
+`keras_vae.export.runner`, needs only numpy and LiteRT, but imported from a
+program of your own it comes after this file, which loads the model.
 """
 
 import os
@@ -26,12 +30,16 @@ _HOMES = {
     "register_prior": "keras_vae.priors",
 }
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_SCRIPTS = {os.path.join(_REPO, *name) for name in [("train.py",), ("export", "__main__.py")]}
+_SCRIPTS = {
+    os.path.join(_REPO, *name)
+    for name in [("train.py",), ("serve_signature.py",), ("export", "__main__.py")]
+}
 
 
 def _starting_a_command_line() -> bool:
     """`python -m keras_vae.X` (argv[0] is "-m" while Python finds X), a
-    `keras-vae-*` console script, the repository's train.py or `python -m export`."""
+    `keras-vae-*` console script, or the repository's train.py,
+    serve_signature.py or `python -m export`."""
     argv0 = sys.argv[0] if sys.argv else ""
     return (
         argv0 == "-m"

@@ -15,6 +15,7 @@ traceback, because it is a bug.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from keras_vae import choices, presets
@@ -42,6 +43,13 @@ def bounded_int(low: int, high: int | None = None):
     return parse
 
 
+def prog_name(default: str) -> str:
+    """The name `--help` shows: the console script's (`keras-vae-*`) when it
+    started the process, else the repository form, e.g. `python train.py`."""
+    name = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return name if name.startswith("keras-vae") else default
+
+
 def run(work, *args) -> int:
     """Calls `work(*args)`; a user's mistake becomes exit 2 and one line."""
     try:
@@ -57,7 +65,7 @@ def run(work, *args) -> int:
 
 def train(argv=None) -> int:
     parser = config_lib.build_parser(
-        prog="python train.py",
+        prog=prog_name("python train.py"),
         description="Train a VAE on a TFDS image dataset, a folder of images or an array "
         "file, and write the model, metrics, "
         "TensorBoard logs, pictures and exports to a run directory.",
@@ -85,7 +93,7 @@ def train(argv=None) -> int:
 
 def evaluate_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m keras_vae.evaluate",
+        prog=prog_name("python -m keras_vae.evaluate"),
         description="Importance-weighted evaluation of a finished run; results "
         "are printed and merged into its metrics.json under `evaluation` (the whole "
         "test split) or `evaluation_first_N` (the first N images).",
@@ -172,7 +180,7 @@ def evaluate(argv=None) -> int:
 
 def visualize_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m keras_vae.visualize",
+        prog=prog_name("python -m keras_vae.visualize"),
         description="Draw pictures of a trained model into its run directory and "
         "write report.html.",
     )
@@ -241,7 +249,7 @@ PRESET_HELP = (
 
 def generate_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m keras_vae.generate",
+        prog=prog_name("python -m keras_vae.generate"),
         description="Generate new images from a trained model as PNG files: one per "
         "image in --out, and/or one grid in --grid.",
     )

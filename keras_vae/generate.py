@@ -24,9 +24,9 @@ import os
 
 import numpy as np
 
-from export.images import image_grid, write_png
 from keras_vae import data, files, samplers, sources, visualize
 from keras_vae.errors import UsageError
+from keras_vae.images import image_grid, write_png
 
 DECODE_BATCH = 256
 

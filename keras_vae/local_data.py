@@ -16,9 +16,9 @@ import sys
 import numpy as np
 from PIL import Image
 
-from export.images import read_image
 from keras_vae.config import check_dataset_path
 from keras_vae.errors import UsageError
+from keras_vae.images import read_image
 
 # The files a folder dataset reads: keras.utils.image_dataset_from_directory's list.
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")

@@ -25,10 +25,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from export.writer import export_all
 from keras_vae import data, distribute, evaluate, inputs, precision, runs, samplers, visualize
 from keras_vae.config import TrainConfig
 from keras_vae.errors import UsageError
+from keras_vae.export.writer import export_all
 from keras_vae.optimizers import AdamNormGrad
 from keras_vae.vae import VAE
 

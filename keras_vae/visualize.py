@@ -47,9 +47,9 @@ import matplotlib
 import numpy as np
 import tensorflow as tf
 
-from export.images import image_grid, write_png
 from keras_vae import choices, evaluate, inputs, runs
 from keras_vae.errors import UsageError
+from keras_vae.images import image_grid, write_png
 
 PICTURE_NAMES = choices.PICTURES
 TRAVERSAL_STEPS = 11

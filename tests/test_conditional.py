@@ -12,9 +12,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from conftest import REPO, assert_saving_round_trip, require_fashion_mnist
 
-from export import runner
 from keras_vae import data, inputs
 from keras_vae.config import TrainConfig
+from keras_vae.export import runner
 from keras_vae.vae import VAE
 
 

@@ -193,7 +193,7 @@ def test_objectives_train_round_trip_and_export(options, real_images, tmp_path):
     assert after < first - 50  # training lowers the negative ELBO
     reloaded = assert_saving_round_trip(model, real_images[:4], tmp_path)
     assert {k: reloaded.get_config()[k] for k in options} == options
-    from export import saved_model
+    from keras_vae.export import saved_model
 
     path = saved_model.export_saved_model(model, str(tmp_path / "sm" / "vae"))
     served = tf.saved_model.load(path).signatures["score"](

@@ -168,7 +168,7 @@ def test_bad_requests_to_serve_signature_are_refused_before_any_work(tmp_path, c
 
 
 def test_integers_convert_to_float_inputs_only_where_exact():
-    from export.runner import SignatureSpec, TensorSpec, check_inputs
+    from keras_vae.export.runner import SignatureSpec, TensorSpec, check_inputs
 
     spec = SignatureSpec("decode", {"z": TensorSpec("float32", (None, 2))}, {})
     np.testing.assert_array_equal(check_inputs(spec, {"z": np.array([[3, -4]])})["z"], [[3, -4]])
@@ -179,8 +179,8 @@ def test_integers_convert_to_float_inputs_only_where_exact():
 def test_a_full_disk_during_export_leaves_no_new_version(tmp_path, monkeypatch):
     import errno
 
-    from export import tflite as tflite_lib
-    from export import writer
+    from keras_vae.export import tflite as tflite_lib
+    from keras_vae.export import writer
 
     def full_disk(source, out_dir, *args):
         with open(os.path.join(out_dir, "vae_float32.tflite"), "wb") as f:

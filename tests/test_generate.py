@@ -58,7 +58,7 @@ def test_folder_run_trains_and_names_its_classes(folder_run):
     assert len(val_loss) == 8 and val_loss[-1] < val_loss[0] - 20  # it learned
     assert os.path.isfile(os.path.join(folder_run, "samples.png"))
     # The exports carry the run's GMM sampler: generate_gmm draws one image per label.
-    from export.runner import open_model
+    from keras_vae.export.runner import open_model
 
     gmm = samplers.GaussianMixtureSampler.load(os.path.join(folder_run, samplers.GMM_FILE))
     for path in (metrics["exports"]["saved_model"], metrics["exports"]["tflite"]["float16"]):

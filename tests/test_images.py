@@ -1,10 +1,10 @@
-"""export/images.py: every PIL mode a user can plausibly hand over is read right or refused."""
+"""keras_vae/images.py: every PIL mode a user can plausibly hand over is read right or refused."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from export.images import read_image
+from keras_vae.images import read_image
 
 # A shoe-like grey picture: dark background, a bright band, every level used.
 GREY = np.tile(np.linspace(0, 255, 28).round().astype(np.uint8), (28, 1))

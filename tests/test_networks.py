@@ -7,9 +7,9 @@ import scipy.special
 import tensorflow as tf
 from conftest import assert_saving_round_trip, random_images
 
-from export import runner
-from export.writer import export_all
 from keras_vae import evaluate, networks
+from keras_vae.export import runner
+from keras_vae.export.writer import export_all
 from keras_vae.optimizers import AdamNormGrad
 from keras_vae.vae import VAE
 

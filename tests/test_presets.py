@@ -107,8 +107,8 @@ def test_generate_and_export_take_a_preset(tmp_path, capsys):
     assert cli.generate([*args, "--grid", str(grid), "--label", "Coat"]) == 2
     assert "not conditional" in capsys.readouterr().err
     assert cli.generate([*args, "--grid", str(grid)]) == 0 and grid.stat().st_size > 0
-    from export.__main__ import main as export_main
-    from export.runner import open_model
+    from keras_vae.export.__main__ import main as export_main
+    from keras_vae.export.runner import open_model
 
     preset = ["--preset", "fashion_mnist_conv", "--no-tflite"]
     assert export_main(preset) == 2

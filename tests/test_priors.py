@@ -40,8 +40,8 @@ def test_learned_priors_train_and_round_trip(prior, real_images, tmp_path):
 
 def _check_export(model, real_images, tmp_path):
     """The SavedModel and LiteRT signatures of a mixture-prior model match it."""
-    from export import export_all
-    from export.runner import open_model
+    from keras_vae.export import export_all
+    from keras_vae.export.runner import open_model
     from keras_vae.samplers import GaussianMixtureSampler
 
     pixels = (real_images[:40] * 255).astype(np.uint8)

@@ -21,7 +21,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from export.signatures import SIGNATURE_NAMES
+from keras_vae.export.signatures import SIGNATURE_NAMES
 from keras_vae.runs import atomic_write
 
 INT8_SIGNATURES = ("decode", "generate_from_noise")

@@ -23,6 +23,8 @@ import urllib.request
 
 import numpy as np
 
+from keras_vae import cli
+
 
 def load_inputs(args) -> dict:
     """`--images` files and `--input NAME=FILE.npy|NUMBER` -> numpy arrays."""
@@ -53,12 +55,12 @@ def load_inputs(args) -> dict:
 def read_images(paths) -> np.ndarray:
     """Image files (PNG, JPEG, ...) or one .npy -> uint8 (batch, H, W, C).
 
-    Each file is converted by its mode (`export.images`): 16-bit, palette,
+    Each file is converted by its mode (`keras_vae.images`): 16-bit, palette,
     1-bit and alpha images are read right, float images are refused.
     """
     if len(paths) == 1 and paths[0].endswith(".npy"):
         return np.load(paths[0])
-    from export.images import read_image
+    from keras_vae.images import read_image
 
     arrays = [read_image(path) for path in paths]
     shapes = {a.shape for a in arrays}
@@ -173,14 +175,14 @@ def _image_output(model, signature: str) -> str:
 
 def _save_grid(path: str, images) -> None:
     """A grid of `(n, H, W, C)` images in [0, 1] as one PNG, written whole or not at all."""
-    from export.images import image_grid, write_png
+    from keras_vae.images import image_grid, write_png
 
     _write_whole(path, lambda tmp: write_png(tmp, image_grid(np.asarray(images, np.float32))))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog=os.path.basename(sys.argv[0]) if sys.argv[0] else "serve_signature.py",
+        prog=cli.prog_name("python serve_signature.py"),
         description=__doc__.split("\n\n")[0],
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -223,14 +225,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
-            from export.runner import open_model
+            from keras_vae.export.runner import open_model
 
             for spec in open_model(args.model).signatures.values():
                 print(spec.describe())
             return 0
         inputs = load_inputs(args)
         if args.command == "run":
-            from export.runner import open_model
+            from keras_vae.export.runner import open_model
 
             if args.output and not args.output.endswith((".npz", ".png")):
                 raise ValueError(

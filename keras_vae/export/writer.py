@@ -4,7 +4,7 @@ Example:
 
 ```python
 import keras, keras_vae
-from export import export_all
+from keras_vae.export import export_all
 model = keras.models.load_model("runs/RUN/model.keras")
 paths = export_all(model, "runs/RUN", model_name="vae", images=test_images_uint8)
 # paths["saved_model"] == "runs/RUN/saved_model/vae/1"
@@ -20,12 +20,12 @@ import tempfile
 
 import numpy as np
 
-from export import saved_model
-from export import tflite as tflite_lib
-from export.signatures import signature_names
 from keras_vae import decoder_forms
 from keras_vae.data import to_unit_interval
 from keras_vae.errors import UsageError
+from keras_vae.export import saved_model
+from keras_vae.export import tflite as tflite_lib
+from keras_vae.export.signatures import signature_names
 from keras_vae.precision import with_policy
 from keras_vae.runs import lock_run_dir
 

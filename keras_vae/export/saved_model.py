@@ -11,7 +11,7 @@ Example:
 
 ```python
 import keras
-from export import saved_model
+from keras_vae.export import saved_model
 model = keras.models.load_model("runs/RUN/model.keras")
 path = saved_model.export_saved_model(model, "runs/RUN/saved_model/vae")
 # path == "runs/RUN/saved_model/vae/1"
@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from export.signatures import signature_functions
+from keras_vae.export.signatures import signature_functions
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 _TMP_PREFIX = ".tmp-export-"
