@@ -17,6 +17,7 @@ import sys
 __version__ = "0.1.0"
 __all__ = [
     "VAE",
+    "HVAE",
     "available_likelihoods",
     "available_priors",
     "register_likelihood",
@@ -24,6 +25,7 @@ __all__ = [
 ]
 _HOMES = {
     "VAE": "keras_vae.vae",
+    "HVAE": "keras_vae.hvae",
     "available_likelihoods": "keras_vae.likelihoods",
     "register_likelihood": "keras_vae.likelihoods",
     "available_priors": "keras_vae.priors",
@@ -58,6 +60,7 @@ def __getattr__(name):
 
 if not _starting_a_command_line():
     import keras_vae.optimizers  # noqa: E402, F401  (registers AdamNormGrad for load_model)
+    from keras_vae.hvae import HVAE  # noqa: E402
     from keras_vae.likelihoods import available_likelihoods, register_likelihood  # noqa: E402
     from keras_vae.priors import available_priors, register_prior  # noqa: E402
     from keras_vae.vae import VAE  # noqa: E402

@@ -10,7 +10,9 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 OBJECTIVES = ("elbo", "iwae")
 BINARIZE_MODES = ("none", "dynamic", "static")
-ARCHITECTURES = ("conv", "gated_mlp")
+ARCHITECTURES = ("conv", "gated_mlp", "hvae", "conv_hvae")
+# The two-level ones (keras_vae.hvae.HVAE).
+TWO_LEVEL_ARCHITECTURES = ("hvae", "conv_hvae")
 # Where generated images' latents come from (keras_vae.samplers).
 SAMPLERS = ("prior", "gmm")
 # The built-in entries of the likelihood and prior registries.

@@ -114,8 +114,10 @@ class TrainConfig:
     # --- model ---
     architecture: str = _field(
         "conv",
-        "Networks: conv (the TF tutorial's convolutional VAE) or gated_mlp (the "
-        "VampPrior paper's two GatedDense layers of --hidden-units).",
+        "Networks: conv (the TF tutorial's convolutional VAE), gated_mlp (the "
+        "VampPrior paper's two GatedDense layers of --hidden-units), or the same "
+        "paper's two-level models, each level --latent-dim: hvae (GatedDense) and "
+        "conv_hvae (gated convolutions of --base-filters).",
         choices=choices.ARCHITECTURES,
     )
     latent_dim: int = _field(16, "Size of the latent vector z.", min=1)
@@ -228,6 +230,14 @@ class TrainConfig:
             )
         if self.resume and not self.output_dir:
             raise UsageError("`--resume` needs `--output-dir RUN_DIR`: the run to resume.")
+        if self.architecture in choices.TWO_LEVEL_ARCHITECTURES and (
+            self.conditional or self.free_bits
+        ):
+            raise UsageError(
+                f"`--architecture {self.architecture}` (two levels) takes neither "
+                "`--conditional` nor `--free-bits`: drop them, or use `--architecture "
+                "gated_mlp` or `conv`."
+            )
 
     @classmethod
     def from_flags(cls, **flags) -> TrainConfig:

@@ -155,7 +155,7 @@ def evaluate(
     means, kls = posterior_statistics(model, images, labels=labels if model.num_classes else None)
     iw_nll = float(np.mean(np.concatenate(iw)))
     kl_key = "kl_per_dim_nats"
-    if model.prior != "standard_normal":  # the per-dimension KL is to N(0, I), not the prior
+    if not model.code_prior_is_standard_normal:  # the KL per dimension is to N(0, I), not the prior
         kl_key = "kl_per_dim_to_standard_normal_nats"
     dims = int(np.prod(images.shape[1:]))
     return {

@@ -8,11 +8,19 @@
   jmtomczak/vae_vampprior): two `GatedDense` layers of `hidden_units` in the
   encoder and, mirrored, in the decoder; He initialisation; the posterior
   log-variance clamped to [-6, 2].
+- `hvae` and `conv_hvae`: the same paper's two-level models (HVAE and
+  ConvHVAE, `keras_vae.hvae.HVAE`), z2 on top with the prior, z1 below it:
+  q(z2|x), q(z1|x,z2), p(z1|z2) and p(x|z1,z2). `hvae` uses `GatedDense`
+  layers of `hidden_units`; `conv_hvae` reads and writes images with
+  `GatedConv2D` stacks of `base_filters` and 2 * `base_filters` channels.
 
 Every encoder maps images `(batch, H, W, C)` in [0, 1] (and, for a
 conditional model, a one-hot label) to `(batch, 2 * latent_dim)`: the
 posterior mean, then the raw log-variance. Every decoder maps latents (and
-the label) to the likelihood's parameters `(batch, H, W, C * params)`.
+the label) to the likelihood's parameters `(batch, H, W, C * params)`. A
+two-level model's decoder takes the code `concat([z1, z2])`, `(batch, 2 *
+latent_dim)`, and its two extra networks map `[image, z2]` and `z2` to the
+parameters of q(z1|x,z2) and p(z1|z2), `(batch, 2 * latent_dim)` each.
 """
 
 from __future__ import annotations
@@ -217,6 +225,174 @@ def build_gated_mlp_decoder(
     return keras.Model(inputs, outputs, name="decoder")
 
 
+# --- two-level models (the VampPrior paper's HVAE and ConvHVAE) -------------
+
+# The paper's width of the dense layers between the levels.
+HVAE_HIDDEN_UNITS = 300
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class GatedConv2D(keras.layers.Layer):
+    """A gated convolution (Dauphin et al. 2017), as the VampPrior paper's
+    ConvHVAE uses it: h = conv(x) * sigmoid(conv_gate(x)), "same" padding.
+
+    Args:
+        filters: int. Output channels.
+        kernel_size: int. Square kernel side.
+        strides: int. Defaults to `1`.
+    """
+
+    def __init__(self, filters: int, kernel_size: int, strides: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.kernel_size, self.strides = int(filters), int(kernel_size), int(strides)
+        options = dict(padding="same", kernel_initializer="he_normal", dtype=self.dtype_policy)
+        self.conv = keras.layers.Conv2D(filters, kernel_size, strides, name="h", **options)
+        self.gate = keras.layers.Conv2D(filters, kernel_size, strides, name="gate", **options)
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        self.gate.build(input_shape)
+
+    def call(self, inputs):
+        return self.conv(inputs) * keras.ops.sigmoid(self.gate(inputs))
+
+    def compute_output_shape(self, input_shape):
+        return self.conv.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class LatentSlice(keras.layers.Layer):
+    """`code[:, start:start + size]`: one level's latents out of the code."""
+
+    def __init__(self, start: int, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.start, self.size = int(start), int(size)
+
+    def call(self, inputs):
+        return inputs[:, self.start : self.start + self.size]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.size)
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "size": self.size}
+
+
+def check_conv_hvae_image_shape(image_shape) -> None:
+    check_flat_image_shape(image_shape)
+    if image_shape[0] % 4 or image_shape[1] % 4:
+        raise UsageError(
+            f"conv_hvae cannot take images of shape {tuple(image_shape)}: height and "
+            "width must be multiples of 4 (two stride-2 stages). Resize the data, e.g. "
+            "`--image-size 28`, or use `--architecture hvae`."
+        )
+
+
+def _params(x, latent_dim, name, dtype):
+    return keras.layers.Dense(
+        2 * latent_dim, kernel_initializer="he_normal", name=name, dtype=dtype
+    )(x)
+
+
+def _conv_features(image, base_filters, dtype):
+    """The ConvHVAE's image reader: 5 gated convolutions (7, 3/2, 5, 3/2, 3),
+    then flattened to 6 channels at a quarter of the side."""
+    x = image
+    for filters, kernel, stride in [(1, 7, 1), (1, 3, 2), (2, 5, 1), (2, 3, 2)]:
+        x = GatedConv2D(base_filters * filters, kernel, stride, dtype=dtype)(x)
+    x = GatedConv2D(6, 3, dtype=dtype)(x)
+    return keras.layers.Flatten(dtype=dtype)(x)
+
+
+def _image_features(image, width, dtype, conv):
+    if conv:
+        return _conv_features(image, width, dtype)
+    return GatedDense(width, dtype=dtype)(keras.layers.Flatten(dtype=dtype)(image))
+
+
+def _build_hvae_encoder(conv):
+    def build(image_shape, latent_dim, width, num_classes=0, dtype=None):
+        """Images -> q(z2|x) parameters `(batch, 2 * latent_dim)`."""
+        del num_classes  # refused by HVAE
+        (check_conv_hvae_image_shape if conv else check_flat_image_shape)(image_shape)
+        image = keras.Input(shape=image_shape, name="image")
+        x = _image_features(image, width, dtype, conv)
+        if not conv:
+            x = GatedDense(width, dtype=dtype)(x)
+        return keras.Model(image, _params(x, latent_dim, "posterior_params", dtype), name="encoder")
+
+    return build
+
+
+def _build_hvae_z1_encoder(conv):
+    def build(image_shape, latent_dim, width, dtype=None):
+        """`[image, z2]` -> q(z1|x,z2) parameters `(batch, 2 * latent_dim)`."""
+        image = keras.Input(shape=image_shape, name="image")
+        z2 = keras.Input(shape=(latent_dim,), name="z2")
+        from_x = _image_features(image, width, dtype, conv)
+        units = int(from_x.shape[-1]) if conv else width
+        from_z2 = GatedDense(units, dtype=dtype)(z2)
+        joint = keras.layers.Concatenate(dtype=dtype)([from_x, from_z2])
+        x = GatedDense(HVAE_HIDDEN_UNITS if conv else width, dtype=dtype)(joint)
+        return keras.Model(
+            [image, z2], _params(x, latent_dim, "z1_posterior_params", dtype), name="encoder_z1"
+        )
+
+    return build
+
+
+def build_hvae_z1_prior(latent_dim, width=HVAE_HIDDEN_UNITS, dtype=None):
+    """z2 -> p(z1|z2) parameters `(batch, 2 * latent_dim)`: two `GatedDense`."""
+    z2 = keras.Input(shape=(latent_dim,), name="z2")
+    x = z2
+    for _ in range(2):
+        x = GatedDense(width, dtype=dtype)(x)
+    return keras.Model(z2, _params(x, latent_dim, "z1_prior_params", dtype), name="prior_z1")
+
+
+def _build_hvae_decoder(conv):
+    def build(image_shape, latent_dim, params_per_channel=1, width=300, num_classes=0, dtype=None):
+        """The code `concat([z1, z2])` -> p(x|z1,z2) parameters."""
+        del num_classes
+        height, width_px, channels = image_shape
+        code = keras.Input(shape=(2 * latent_dim,), name="z")
+        levels = [LatentSlice(i * latent_dim, latent_dim, dtype=dtype)(code) for i in range(2)]
+        outputs = height * width_px * channels * params_per_channel
+        if conv:  # each level becomes an image-sized map; gated convolutions join them
+            maps = [
+                keras.layers.Reshape(image_shape, dtype=dtype)(
+                    GatedDense(height * width_px * channels, dtype=dtype)(z)
+                )
+                for z in levels
+            ]
+            x = keras.layers.Concatenate(dtype=dtype)(maps)
+            for _ in range(3):
+                x = GatedConv2D(2 * width, 3, dtype=dtype)(x)
+            x = keras.layers.Conv2D(
+                channels * params_per_channel, 1, name="likelihood_params", dtype=dtype
+            )(x)
+            return keras.Model(code, x, name="decoder")
+        joint = keras.layers.Concatenate(dtype=dtype)(
+            [GatedDense(width, dtype=dtype)(z) for z in levels]
+        )
+        x = GatedDense(width, dtype=dtype)(joint)
+        x = keras.layers.Dense(
+            outputs, kernel_initializer="he_normal", name="likelihood_params", dtype=dtype
+        )(x)
+        x = keras.layers.Reshape((height, width_px, channels * params_per_channel), dtype=dtype)(x)
+        return keras.Model(code, x, name="decoder")
+
+    return build
+
+
 @dataclasses.dataclass(frozen=True)
 class Architecture:
     """A registered pair of networks.
@@ -232,6 +408,10 @@ class Architecture:
         log_var_range: `(low, high)`: the posterior log-variance is clipped
             to it.
         check_image_shape: raises `ValueError` for shapes the networks cannot take.
+        levels: int. Stochastic levels: 1, or 2 for `keras_vae.hvae.HVAE`.
+        build_z1_encoder: two levels: `(image_shape, latent_dim, width,
+            dtype)` -> q(z1|x,z2) network, inputs `[image, z2]`.
+        build_z1_prior: two levels: `(latent_dim, dtype)` -> p(z1|z2) network.
     """
 
     name: str
@@ -240,6 +420,9 @@ class Architecture:
     width_argument: str
     log_var_range: tuple
     check_image_shape: Callable
+    levels: int = 1
+    build_z1_encoder: Callable | None = None
+    build_z1_prior: Callable | None = None
 
 
 ARCHITECTURES = {
@@ -256,6 +439,20 @@ ARCHITECTURES = {
         (-6.0, 2.0),  # the paper's Hardtanh(-6, 2)
         check_flat_image_shape,
     ),
+    **{
+        name: Architecture(
+            name,
+            _build_hvae_encoder(conv),
+            _build_hvae_decoder(conv),
+            "base_filters" if conv else "hidden_units",
+            (-6.0, 2.0),
+            check_conv_hvae_image_shape if conv else check_flat_image_shape,
+            levels=2,
+            build_z1_encoder=_build_hvae_z1_encoder(conv),
+            build_z1_prior=build_hvae_z1_prior,
+        )
+        for name, conv in [("hvae", False), ("conv_hvae", True)]
+    },
 }
 
 

@@ -30,8 +30,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 import tensorflow_probability as tfp
 
+import keras_vae.hvae  # noqa: F401  (registers the VAE and HVAE for load_model)
 import keras_vae.optimizers  # noqa: F401  (registers AdamNormGrad for load_model)
-import keras_vae.vae  # noqa: F401  (registers the VAE for load_model)
 from keras_vae.config import TrainConfig
 from keras_vae.errors import UsageError
 from keras_vae.files import atomic_path, atomic_write, read_json, write_json  # noqa: F401

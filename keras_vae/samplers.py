@@ -102,9 +102,9 @@ def run_gmm(run_dir: str, model, config) -> GaussianMixtureSampler:
     path = os.path.join(run_dir, GMM_FILE)
     if os.path.exists(path):
         gmm = GaussianMixtureSampler.load(path)
-        if gmm.latent_dim != model.latent_dim:
+        if gmm.latent_dim != model.code_dim:
             raise UsageError(
-                f"{path} has {gmm.latent_dim} latents, the model {model.latent_dim}; "
+                f"{path} has {gmm.latent_dim} latents, the model {model.code_dim}; "
                 "delete it and it is fitted again."
             )
         return gmm
@@ -127,7 +127,8 @@ def draw_latents(
     if sampler == "gmm" and gmm is None:
         raise UsageError("The gmm sampler needs a fitted mixture (`run_gmm`).")
     rng = np.random.default_rng(seed)
-    noise = (temperature * rng.standard_normal((count, model.latent_dim))).astype(np.float32)
+    noise = (temperature * rng.standard_normal((count, model.code_dim))).astype(np.float32)
     uniform = rng.random(count, dtype=np.float32)
-    source = gmm if sampler == "gmm" else model.prior_layer
-    return source.from_noise(noise, uniform)["z"].numpy()
+    if sampler == "gmm":
+        return gmm.from_noise(noise, uniform)["z"].numpy()
+    return model.code_from_noise(noise, uniform)["z"].numpy()

@@ -39,8 +39,8 @@ EPOCH_PICTURES = ("samples", "reconstructions", "traversals", "interpolations", 
 def build_model(
     config: TrainConfig, image_shape, steps_per_epoch: int = 1, num_classes: int = 0
 ) -> VAE:
-    """The compiled `VAE` a config describes."""
-    model = VAE(
+    """The compiled `VAE` (or two-level `HVAE`) a config describes."""
+    model = VAE.class_for({"architecture": config.architecture})(
         image_shape=image_shape,
         latent_dim=config.latent_dim,
         likelihood=config.likelihood,

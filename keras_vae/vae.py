@@ -57,8 +57,10 @@ class VAE(keras.Model):
             Defaults to `1.0`.
         base_filters: int. `conv` networks: filters of the first
             convolution; each stage doubles it. Defaults to `32`.
-        architecture: str. A name from `keras_vae.networks.ARCHITECTURES`:
-            `"conv"` or `"gated_mlp"`. Defaults to `"conv"`.
+        architecture: str. A one-level name from
+            `keras_vae.networks.ARCHITECTURES`: `"conv"` or `"gated_mlp"`
+            (`"hvae"` and `"conv_hvae"` are `keras_vae.hvae.HVAE`'s).
+            Defaults to `"conv"`.
         hidden_units: int. `gated_mlp` networks: units of each `GatedDense`
             layer. Defaults to `300`.
         seed: int or None. Seed of the sampling noise. Defaults to `None`.
@@ -83,7 +85,22 @@ class VAE(keras.Model):
             `with_decoder`. Not part of `get_config`. Defaults to `None`.
         prior_layer: a prior layer to use (shared) instead of building one.
             Defaults to `None`.
+        level_networks: dict or None. For subclasses with more levels: their
+            further networks to share (name -> `keras.Model`), built by
+            `_build_level_networks` before the model is marked built.
+
+    The two-level architectures (`hvae`, `conv_hvae`) are
+    `keras_vae.hvae.HVAE`, a subclass; `VAE.from_preset` and
+    `VAE.class_for` pick it from a config.
     """
+
+    # Stochastic levels this class implements, and the class for each count.
+    levels = 1
+    _classes_by_levels: dict = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        VAE._classes_by_levels.setdefault(cls.levels, cls)
 
     def __init__(
         self,
@@ -105,10 +122,18 @@ class VAE(keras.Model):
         encoder=None,
         decoder=None,
         prior_layer=None,
+        level_networks=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self._architecture = networks.get_architecture(architecture)
+        if self._architecture.levels != self.levels:
+            raise UsageError(
+                f"architecture={architecture!r} is a {self._architecture.levels}-level model "
+                f"and {type(self).__name__} builds {self.levels}-level ones: use "
+                f"`{VAE.class_for({'architecture': architecture}).__name__}` (or "
+                "`VAE.class_for(config)`)."
+            )
         if objective not in OBJECTIVES:
             raise UsageError(
                 "Invalid value received for argument `objective`. Expected one of "
@@ -178,13 +203,39 @@ class VAE(keras.Model):
             prior, self.latent_dim, self.image_shape, prior_components
         )
         if hasattr(self.prior_layer, "bind"):  # the VampPrior encodes pseudo-inputs
-            self.prior_layer.bind(self.encode)
+            self.prior_layer.bind(self.encode_top)
+        self._build_level_networks(width, level_networks or {})
         self.seed_generator = keras.random.SeedGenerator(seed, name="sampling_seed")
         self._trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
         # Every sub-network is functional and already built; marking the model
         # built means `.keras` reloads keep optimizer state, BackupAndRestore
         # works and export can trace, without a dummy forward pass.
         self.build()
+
+    def _build_level_networks(self, width, shared: dict) -> None:
+        """Builds (or takes from `shared`) the networks of further levels: none here."""
+        if shared:
+            raise UsageError(f"A one-level VAE has no networks {sorted(shared)}.")
+
+    @classmethod
+    def class_for(cls, config: dict) -> type:
+        """The model class of a config: `VAE`, or `HVAE` for a two-level architecture."""
+        levels = networks.get_architecture(config.get("architecture", "conv")).levels
+        if levels not in VAE._classes_by_levels:  # keras_vae/__init__ imports every class
+            raise UsageError(f"No model class for {levels} levels: import keras_vae.hvae.")
+        return VAE._classes_by_levels[levels]
+
+    @property
+    def code_dim(self) -> int:
+        """Size of the code z that `encode`, `decode` and the exports use:
+        `latent_dim` here, both levels' latents for a two-level model."""
+        return self.latent_dim
+
+    @property
+    def code_prior_is_standard_normal(self) -> bool:
+        """Whether the code's prior is N(0, I), so that KL(q(z_u|x) || N(0, 1))
+        per dimension is the KL to the prior and its quantiles are the prior's."""
+        return self.prior == "standard_normal"
 
     def build(self, input_shape=None):
         if not self.prior_layer.built:  # a prior shared by `with_decoder` is built
@@ -231,6 +282,11 @@ class VAE(keras.Model):
         mean, raw_log_var = tf.split(params, 2, axis=-1)
         log_var = tf.clip_by_value(raw_log_var, *self._architecture.log_var_range)
         return mean, log_var
+
+    def encode_top(self, images, training=False, labels=None):
+        """The posterior of the level the prior is on: `encode` here; the
+        VampPrior encodes its pseudo-inputs with it."""
+        return self.encode(images, training, labels)
 
     def posterior(self, mean, log_var) -> tfd.Distribution:
         """q(z|x) as a TFP `MultivariateNormalDiag` over `(latent_dim,)`."""
@@ -301,6 +357,12 @@ class VAE(keras.Model):
             terms["kl_per_dim"] = 0.5 * (tf.exp(log_var) + mean**2 - 1.0 - log_var)
         return terms, (mean, log_var)
 
+    def code_from_noise(self, noise, uniform=None) -> dict:
+        """A prior sample as a function of its randomness: `{"z": code, ...}`
+        from standard normal `noise` `(batch, code_dim)` (and `uniform`, which
+        a mixture prior uses to pick its component). What the exports use."""
+        return self.prior_layer.from_noise(noise, uniform)
+
     def reconstruct(self, images, labels=None):
         """Images -> the likelihood mean decoded from the posterior mean."""
         mean, _ = self.encode(images, labels=labels)
@@ -356,12 +418,7 @@ class VAE(keras.Model):
         posterior = self.posterior(mean, log_var)
         z = posterior.sample(num_samples, seed=self.next_seed())  # (k, batch, latent)
         flat = tf.reshape(z, [-1, self.latent_dim])  # (k * batch, latent)
-        tiled = tf.reshape(
-            tf.broadcast_to(images[None], tf.concat([[num_samples], tf.shape(images)], 0)),
-            tf.concat([[-1], tf.shape(images)[1:]], 0),
-        )
-        if labels is not None:  # the same label for each of an image's k samples
-            labels = tf.reshape(tf.tile(tf.reshape(labels, [1, -1]), [num_samples, 1]), [-1])
+        tiled, labels = tile_samples(images, labels, num_samples)
         log_px = self.likelihood_distribution(flat, training, labels).log_prob(tiled)
         log_px = tf.reshape(log_px, [num_samples, -1])
         return log_px + self.prior_distribution().log_prob(z) - posterior.log_prob(z)
@@ -430,7 +487,7 @@ class VAE(keras.Model):
                 that is not a preset, or weights that do not match the config.
         """
         config, weights, _ = presets.read(preset)
-        model = cls.from_config(config)
+        model = VAE.class_for(config).from_config(config)
         try:
             with warnings.catch_warnings():
                 # Keras warns, and keeps fresh weights, where a nested layer is
@@ -465,10 +522,27 @@ class VAE(keras.Model):
         """
         return type(self)(
             **{k: v for k, v in self.get_config().items() if k not in ("name", "trainable")},
-            encoder=self.encoder,
-            decoder=decoder,
-            prior_layer=self.prior_layer,
+            **{**self._shared_networks(), "decoder": decoder},
         )
+
+    def _shared_networks(self) -> dict:
+        """The constructor arguments that share this model's networks and prior."""
+        return {"encoder": self.encoder, "decoder": self.decoder, "prior_layer": self.prior_layer}
+
+
+VAE._classes_by_levels[VAE.levels] = VAE
+
+
+def tile_samples(images, labels, num_samples):
+    """Images `(batch, ...)` -> `(k * batch, ...)`, sample-major, the way
+    `sample(k)` lays out latents; labels likewise (or None)."""
+    tiled = tf.reshape(
+        tf.broadcast_to(images[None], tf.concat([[num_samples], tf.shape(images)], 0)),
+        tf.concat([[-1], tf.shape(images)[1:]], 0),
+    )
+    if labels is not None:  # the same label for each of an image's k samples
+        labels = tf.reshape(tf.tile(tf.reshape(labels, [1, -1]), [num_samples, 1]), [-1])
+    return tiled, labels
 
 
 def _split(data):

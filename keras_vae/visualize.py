@@ -131,7 +131,7 @@ def activity_per_dimension(model, images, labels=None) -> np.ndarray:
     per-dimension KL has no closed form, the variance of the posterior means
     across images (the active-unit statistic)."""
     means, kls = evaluate.posterior_statistics(model, images, labels=labels)
-    return kls.mean(axis=0) if model.prior == "standard_normal" else means.var(axis=0)
+    return kls.mean(axis=0) if model.code_prior_is_standard_normal else means.var(axis=0)
 
 
 def _posterior_means(model, images, labels=None) -> np.ndarray:
@@ -140,10 +140,10 @@ def _posterior_means(model, images, labels=None) -> np.ndarray:
 
 def traversal_grid(model, images, num_dims: int, steps: int = TRAVERSAL_STEPS, labels=None):
     """One row per most-active dimension; returns `(grid, dims)`."""
-    if not 1 <= num_dims <= model.latent_dim:
+    if not 1 <= num_dims <= model.code_dim:
         raise UsageError(
             f"Invalid number of traversal dimensions: {num_dims}. Expected 1 to the "
-            f"latent size, {model.latent_dim}. Received: traversal_dims={num_dims}"
+            f"latent size, {model.code_dim}. Received: traversal_dims={num_dims}"
         )
     dims = np.argsort(-activity_per_dimension(model, images, labels))[:num_dims]
     first = None if labels is None else labels[:1]
@@ -153,7 +153,7 @@ def traversal_grid(model, images, num_dims: int, steps: int = TRAVERSAL_STEPS, l
     for row, dim in enumerate(dims):
         z[row, :, dim] += offsets  # the standard normal prior's standard deviation is 1
     row_labels = None if first is None else np.repeat(first, num_dims * steps)
-    decoded = model.decode(z.reshape(-1, model.latent_dim), labels=row_labels)["mean"].numpy()
+    decoded = model.decode(z.reshape(-1, model.code_dim), labels=row_labels)["mean"].numpy()
     return image_grid(decoded, columns=steps), [int(d) for d in dims]
 
 
@@ -168,7 +168,7 @@ def interpolation_grid(
     t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[None, :, None]
     z = (1.0 - t) * a[:, None] + t * b[:, None]
     line_labels = None if labels is None else np.repeat(pair_labels[0::2], steps)
-    decoded = model.decode(z.reshape(-1, model.latent_dim), labels=line_labels)["mean"].numpy()
+    decoded = model.decode(z.reshape(-1, model.code_dim), labels=line_labels)["mean"].numpy()
     decoded = decoded.reshape(pairs, steps, *decoded.shape[1:])
     rows = np.concatenate(
         [images[0 : 2 * pairs : 2, None], decoded, images[1 : 2 * pairs : 2, None]], axis=1
@@ -179,15 +179,15 @@ def interpolation_grid(
 def manifold_grid(model, n: int = 20) -> np.ndarray:
     if model.num_classes:
         raise PictureUnavailable("a conditional model has one manifold per class; not drawn")
-    if model.latent_dim != 2:
+    if model.code_dim != 2:
         raise PictureUnavailable(
             f"the manifold needs a 2-D latent space and this model's has "
-            f"{model.latent_dim} dimensions (train with --latent-dim 2)"
+            f"{model.code_dim} dimensions (train with --latent-dim 2)"
         )
-    if model.prior != "standard_normal":
+    if not model.code_prior_is_standard_normal:
         raise PictureUnavailable(
             f"the manifold is a grid of standard normal quantiles, and this model's prior "
-            f"is {model.prior!r}"
+            f"is {model.prior!r}" + (" over two levels" if model.levels > 1 else "")
         )
     quantiles = np.array([NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, n)], np.float32)
     zy, zx = np.meshgrid(quantiles[::-1], quantiles, indexing="ij")
@@ -351,8 +351,8 @@ def _traversals(data: PictureData):
     grid, dims = traversal_grid(data.model, data.images, data.traversal_dims, labels=data.labels)
     scale = (
         "prior standard deviations"
-        if data.model.prior == "standard_normal"
-        else f"units (the {data.model.prior} prior has no single scale)"
+        if data.model.code_prior_is_standard_normal
+        else "units (the prior has no single scale)"
     )
     caption = (
         f"Rows: latent dimensions {dims} (most active first), each swept from -3 to +3 "
@@ -502,5 +502,5 @@ def run_picture_data(
         shifted_images=shifted,
         shifted_name=shifted_name or "shifted",
         num_images=num_images,
-        traversal_dims=min(traversal_dims, model.latent_dim),
+        traversal_dims=min(traversal_dims, model.code_dim),
     )

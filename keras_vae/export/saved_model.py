@@ -54,7 +54,7 @@ def build_archive(model, gmm=None) -> keras.export.ExportArchive:
 def example_inputs(model, images: np.ndarray, gmm=None) -> dict:
     """One small, real input batch per signature (for warm-up and checks)."""
     images = np.asarray(images[:2], dtype=np.uint8)
-    z = np.random.default_rng(0).standard_normal((2, model.latent_dim)).astype(np.float32)
+    z = np.random.default_rng(0).standard_normal((2, model.code_dim)).astype(np.float32)
     noise = {"noise": z, "uniform": np.array([0.25, 0.75], np.float32)}  # what a prior declares
     inputs = {
         "serving_default": {"images": images},

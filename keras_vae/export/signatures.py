@@ -56,7 +56,7 @@ def signature_functions(model, gmm=None) -> dict:
             `generate_gmm` signature.
     """
     images_spec = keras.InputSpec(shape=(None, *model.image_shape), dtype="uint8")
-    latent_spec = keras.InputSpec(shape=(None, model.latent_dim), dtype="float32")
+    latent_spec = keras.InputSpec(shape=(None, model.code_dim), dtype="float32")
     labels_spec = keras.InputSpec(shape=(None,), dtype="int32")
     uniform_spec = keras.InputSpec(shape=(None,), dtype="float32")
 
@@ -83,14 +83,17 @@ def signature_functions(model, gmm=None) -> dict:
     # The same function under the two input lists a prior can declare (the
     # signature's input names are the Python argument names).
     def generate_from_noise(noise, labels=None):
-        return decoded(model.prior_layer.from_noise(noise), labels)
+        return decoded(model.code_from_noise(noise), labels)
 
     def generate_from_mixture_noise(noise, uniform, labels=None):
-        return decoded(model.prior_layer.from_noise(noise, uniform), labels)
+        return decoded(model.code_from_noise(noise, uniform), labels)
 
-    def generate_for(count, labels=None, source=model.prior_layer):
-        noise = tf.random.normal(tf.stack([count, model.latent_dim]))
-        return decoded(source.from_noise(noise, tf.random.uniform([count])), labels)
+    def generate_for(count, labels=None, source=None):
+        noise = tf.random.normal(tf.stack([count, model.code_dim]))
+        uniform = tf.random.uniform([count])
+        if source is None:  # the prior (through both levels of a two-level model)
+            return decoded(model.code_from_noise(noise, uniform), labels)
+        return decoded(source.from_noise(noise, uniform), labels)
 
     def generate(count):
         return generate_for(count)
