@@ -222,6 +222,7 @@ def save_run_preset(run_dir: str, preset_dir: str) -> dict:
     metadata = {
         "name": os.path.basename(os.path.abspath(preset_dir)),
         "command": metrics.get("command"),
+        "commands": metrics.get("commands", []),
         "dataset": config.dataset,
         "class_names": metrics.get("dataset", {}).get("class_names", []),
         "image_shape": list(model.image_shape),

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import platform
+import sys
 
 import keras
 import numpy as np
@@ -44,6 +45,8 @@ REPORT_FILE = "report.html"
 BACKUP_DIR = "backup"
 LOGS_DIR = "logs"
 LOCK_FILE = ".lock"
+# One line per command that opened the run (start, resumes): UTC time, tab, argv.
+COMMANDS_FILE = "commands.txt"
 # What keras.callbacks.BackupAndRestore writes, and our record of it, written last.
 BACKUP_FILES = ("latest.weights.h5", "training_metadata.json")
 BACKUP_MANIFEST = "manifest.json"
@@ -87,12 +90,14 @@ def prepare_run_dir(config: TrainConfig) -> str:
         if not os.path.isfile(config_path):
             raise UsageError(f"Cannot resume: {out} holds no {CONFIG_FILE}.")
         lock_run_dir(out)
+        _record_command(out)
         return out
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--output-dir {out} is a file; pass a directory path.")
     if os.path.exists(out) and set(os.listdir(out)) - {LOCK_FILE}:
         if is_unfinished_run_of(out, config):
             lock_run_dir(out)
+            _record_command(out)
             print(f"Resuming the unfinished run in {out} from its last backup.")
             return out
         raise UsageError(
@@ -102,7 +107,25 @@ def prepare_run_dir(config: TrainConfig) -> str:
     os.makedirs(out, exist_ok=True)
     lock_run_dir(out)
     write_json(config_path, dataclasses.asdict(config))
+    _record_command(out)
     return out
+
+
+def _record_command(run_dir: str) -> None:
+    """Appends this process's command line to the run's `commands.txt` (one
+    short line per append, so an interrupted write cannot damage earlier ones)."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with open(os.path.join(run_dir, COMMANDS_FILE), "a") as f:
+        f.write(f"{stamp}\t{' '.join(sys.argv)}\n")
+
+
+def read_commands(run_dir: str) -> list[str]:
+    """The commands that opened the run, oldest first, as "TIME<TAB>COMMAND"."""
+    path = os.path.join(run_dir, COMMANDS_FILE)
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
 
 
 def is_unfinished_run_of(out: str, config: TrainConfig) -> bool:

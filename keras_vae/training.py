@@ -345,6 +345,8 @@ def _write_artifacts(run: _Run, record: dict) -> dict:
         "model_config": model.get_config(),
         "versions": runs.versions(),
         "command": " ".join(sys.argv),
+        # Every command that opened the run: the start and each --resume.
+        "commands": runs.read_commands(run_dir),
         "exports": exports,
     }
     if config.iw_samples:

@@ -127,6 +127,11 @@ def test_resume_continues_and_runs_are_never_overwritten(real_run, tmp_path):
     assert epochs == [0, 1]  # the second epoch only, appended to the first
     model = keras.models.load_model(os.path.join(copy, "model.keras"))
     assert int(model.optimizer.iterations) == 2 * (10000 // 128 + 1)
+    # The start and the resume are both on record; the refused commands are not.
+    with open(os.path.join(copy, "metrics.json")) as f:
+        commands = json.load(f)["commands"]
+    assert len(commands) == 2, commands
+    assert "--resume" not in commands[0] and "--epochs 2 --no-export" in commands[1]
 
 
 def test_same_seed_gives_identical_losses(fashion_mnist_dir, tmp_path):
