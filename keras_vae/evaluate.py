@@ -222,7 +222,8 @@ def save_run_preset(run_dir: str, preset_dir: str) -> dict:
     metadata = {
         "name": os.path.basename(os.path.abspath(preset_dir)),
         "command": metrics.get("command"),
-        "commands": metrics.get("commands", []),
+        # A run finished before commands.txt existed has it only as a file.
+        "commands": metrics.get("commands") or runs.read_commands(run_dir),
         "dataset": config.dataset,
         "class_names": metrics.get("dataset", {}).get("class_names", []),
         "image_shape": list(model.image_shape),
