@@ -90,14 +90,12 @@ def prepare_run_dir(config: TrainConfig) -> str:
         if not os.path.isfile(config_path):
             raise UsageError(f"Cannot resume: {out} holds no {CONFIG_FILE}.")
         lock_run_dir(out)
-        _record_command(out)
         return out
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--output-dir {out} is a file; pass a directory path.")
     if os.path.exists(out) and set(os.listdir(out)) - {LOCK_FILE}:
         if is_unfinished_run_of(out, config):
             lock_run_dir(out)
-            _record_command(out)
             print(f"Resuming the unfinished run in {out} from its last backup.")
             return out
         raise UsageError(
@@ -107,11 +105,17 @@ def prepare_run_dir(config: TrainConfig) -> str:
     os.makedirs(out, exist_ok=True)
     lock_run_dir(out)
     write_json(config_path, dataclasses.asdict(config))
-    _record_command(out)
     return out
 
 
-def _record_command(run_dir: str) -> None:
+def finished_at(run_dir: str, epochs: int) -> bool:
+    """Whether the run's metrics.json was written after `epochs` epochs (a run
+    whose training ended but whose artifacts were not written is unfinished)."""
+    path = os.path.join(run_dir, METRICS_FILE)
+    return os.path.isfile(path) and read_json(path).get("epochs") == epochs
+
+
+def record_command(run_dir: str) -> None:
     """Appends this process's command line to the run's `commands.txt` (one
     short line per append, so an interrupted write cannot damage earlier ones)."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

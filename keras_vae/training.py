@@ -226,13 +226,25 @@ def _set_up(config: TrainConfig) -> _Run:
         config = dataclasses.replace(config, output_dir=runs.default_output_dir(config))
     chief = distribute.is_chief(strategy)
     run_dir = runs.prepare_run_dir(config) if chief else config.output_dir
-    done = runs.check_backup(_backup_dir(run_dir, described, strategy))
-    if done and config.epochs <= done:
+    backup_dir = _backup_dir(run_dir, described, strategy)
+    done = runs.check_backup(backup_dir)
+    stopped = bool(done) and config.epochs > done and _early_stopping_ended(backup_dir, config)
+    if stopped:  # patience had run out: the training is over, whatever --epochs says
+        config = dataclasses.replace(config, epochs=done)
+    if done and config.epochs <= done and (config.epochs < done or runs.finished_at(run_dir, done)):
+        why = "early stopping ended it, and it is finished" if stopped else "nothing is left"
         raise UsageError(
-            f"The run in {run_dir} has already trained {done} epochs; `--epochs "
+            f"The run in {run_dir} has already trained {done} epochs ({why}); `--epochs "
             f"{config.epochs}` would train nothing. Pass `--epochs` above {done} to "
             "extend it."
         )
+    if done and config.epochs == done:
+        # The training ended but its model, metrics and pictures were not all
+        # written (e.g. the process died during the final evaluation): no more
+        # epochs, only the finishing, with early stopping's best weights.
+        print(f"The run trained its {done} epochs but was not finished: finishing it.")
+    if chief:
+        runs.record_command(run_dir)
     print(
         f"Run directory: {run_dir}  (data: {datasets.info.source}, images {datasets.image_shape})"
     )
@@ -282,6 +294,14 @@ def _backup_dir(run_dir, described, strategy) -> str:
     if described["workers"] > 1:  # one per worker: a shared one breaks on an h5 lock
         backup_dir = os.path.join(backup_dir, f"worker-{distribute.worker_index(strategy)}")
     return backup_dir
+
+
+def _early_stopping_ended(backup_dir: str, config: TrainConfig) -> bool:
+    """Whether the backup's early-stopping state had run out of patience."""
+    path = os.path.join(backup_dir, runs.EARLY_STOPPING_FILES[0])
+    if not config.early_stopping or not os.path.isfile(path):
+        return False
+    return runs.read_json(path)["wait"] >= config.early_stopping
 
 
 def _early_stopping(callbacks):

@@ -15,7 +15,8 @@ import pytest
 import tensorflow as tf
 from conftest import REPO, require_fashion_mnist
 
-from keras_vae import data
+from keras_vae import data, training
+from keras_vae.config import TrainConfig
 
 # Measured before this test was written (seed 0, 1 epoch on train[:10000], CPU): 329.4
 # nats on test[:2000] in float32, 329.1 with the default mixed_bfloat16. An untrained
@@ -132,6 +133,36 @@ def test_resume_continues_and_runs_are_never_overwritten(real_run, tmp_path):
         commands = json.load(f)["commands"]
     assert len(commands) == 2, commands
     assert "--resume" not in commands[0] and "--epochs 2 --no-export" in commands[1]
+
+
+def test_resume_finishes_a_run_whose_training_ended_and_refuses_a_finished_one(real_run, tmp_path):
+    """A run whose epochs are done but whose artifacts were not all written (the
+    process died in the final evaluation) is finished by `--resume` without
+    training more; a finished run resumed at its own epoch count is refused."""
+    out, _ = real_run
+    finished = run_cli("--resume", "--output-dir", out, "--epochs", "1")
+    assert finished.returncode == 2 and "would train nothing" in finished.stderr
+    copy = str(tmp_path / "unfinished")
+    subprocess.run(["cp", "-r", out, copy], check=True)
+    os.remove(os.path.join(copy, "metrics.json"))  # as if the finishing had crashed
+    result = run_cli("--resume", "--output-dir", copy, "--no-export")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "not finished: finishing it" in result.stdout
+    with open(os.path.join(copy, "metrics.json")) as f:
+        assert json.load(f)["epochs"] == 1
+    with open(os.path.join(copy, "history.csv")) as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0]  # no epoch added
+
+
+def test_early_stopping_that_ran_out_of_patience_ends_the_training(tmp_path):
+    config = TrainConfig(early_stopping=5, validation_split="train[50000:]")
+    assert not training._early_stopping_ended(str(tmp_path), config)  # no state: not ended
+    for wait, ended in ((4, False), (5, True)):
+        with open(tmp_path / "early_stopping.json", "w") as f:
+            json.dump({"wait": wait, "best": 1.0, "best_epoch": 3}, f)
+        assert training._early_stopping_ended(str(tmp_path), config) is ended
+    off = TrainConfig(early_stopping=0)
+    assert not training._early_stopping_ended(str(tmp_path), off)
 
 
 def test_same_seed_gives_identical_losses(fashion_mnist_dir, tmp_path):
