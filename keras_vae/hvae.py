@@ -97,10 +97,6 @@ class HVAE(VAE):
 
     # --- the two levels ----------------------------------------------------
 
-    def _gaussian_params(self, params):
-        mean, raw_log_var = tf.split(tf.cast(params, tf.float32), 2, axis=-1)
-        return mean, tf.clip_by_value(raw_log_var, *self._architecture.log_var_range)
-
     def encode_top(self, images, training=False, labels=None):
         """q(z2|x): `(mean, log_var)`, float32 `(batch, latent_dim)` each."""
         del labels

@@ -278,10 +278,13 @@ class VAE(keras.Model):
         Both are float32 `(batch, latent_dim)`, whatever the compute dtype.
         """
         inputs = self._with_condition(images, self.one_hot(labels))
-        params = tf.cast(self.encoder(inputs, training=training), tf.float32)
-        mean, raw_log_var = tf.split(params, 2, axis=-1)
-        log_var = tf.clip_by_value(raw_log_var, *self._architecture.log_var_range)
-        return mean, log_var
+        return self._gaussian_params(self.encoder(inputs, training=training))
+
+    def _gaussian_params(self, params):
+        """A network's `(batch, 2 * latent_dim)` output -> float32 `(mean, log_var)`,
+        the log-variance clipped to the architecture's range."""
+        mean, raw_log_var = tf.split(tf.cast(params, tf.float32), 2, axis=-1)
+        return mean, tf.clip_by_value(raw_log_var, *self._architecture.log_var_range)
 
     def encode_top(self, images, training=False, labels=None):
         """The posterior of the level the prior is on: `encode` here; the

@@ -110,6 +110,8 @@ def test_the_cli_choices_are_the_registries():
     assert choices.LIKELIHOODS == tuple(likelihoods.available_likelihoods())
     assert choices.PRIORS == tuple(priors.available_priors())
     assert choices.ARCHITECTURES == tuple(networks.ARCHITECTURES)
+    two_level = tuple(name for name, a in networks.ARCHITECTURES.items() if a.levels == 2)
+    assert choices.TWO_LEVEL_ARCHITECTURES == two_level
     assert choices.PICTURES == tuple(visualize.PICTURES)
 
 

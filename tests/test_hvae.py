@@ -177,9 +177,8 @@ def real_images():
 def test_two_level_model_trains_round_trips_and_exports(
     architecture, likelihood, prior, objective, real_images, tmp_path
 ):
-    model = _small(architecture, likelihood=likelihood, prior=prior, prior_components=4)
-    model = VAE.class_for(model.get_config()).from_config(
-        {**model.get_config(), "objective": objective}
+    model = _small(
+        architecture, likelihood=likelihood, prior=prior, prior_components=4, objective=objective
     )
     model.compile(AdamNormGrad(1e-3))
     before = model.negative_elbo(real_images, sample=False)["loss"].numpy().mean()
