@@ -170,26 +170,37 @@ def test_saved_model_in_a_tensorflow_only_process(exported, tmp_path):
 
 
 def test_saved_model_cli_runs_every_signature(exported, tmp_path):
-    """The TF1/C++ loader that TF Serving uses."""
+    """The TF1/C++ loader that TF Serving uses: `saved_model_cli run` once, and
+    its `run` command's two steps for every signature in one more process (a
+    process per signature would spend most of the test importing TensorFlow)."""
     _, paths, inputs, _ = exported
-    commands = []
-    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    arguments = {}
     for sig, tensors in inputs.items():
         files = []
         for name, value in tensors.items():
             np.save(tmp_path / f"{sig}-{name}.npy", value)
             files.append(f"{name}={tmp_path / f'{sig}-{name}.npy'}")
-        commands.append(
-            f"{cli} run --dir {paths['saved_model']} --tag_set serve --signature_def {sig} "
-            f"--inputs '{';'.join(files)}'"
-        )
+        arguments[sig] = ";".join(files)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    command = [cli, "run", "--dir", paths["saved_model"], "--tag_set", "serve"]
+    command += ["--signature_def", "decode", "--inputs", arguments["decode"]]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Result for output key logits" in result.stdout
+    code = (
+        "import sys, json\n"
+        "from tensorflow.python.tools import saved_model_cli as cli\n"
+        "for sig, text in json.loads(sys.argv[2]).items():\n"
+        "    feed = cli.load_inputs_from_input_arg_string(text, '', '')\n"
+        "    cli.run_saved_model_with_feed_dict(sys.argv[1], 'serve', sig, feed, None, False)\n"
+    )
     result = subprocess.run(
-        " && ".join(commands),
-        shell=True,
+        [sys.executable, "-c", code, paths["saved_model"], json.dumps(arguments)],
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     for output in ("z_mean", "logits", "reconstruction", "images", "negative_elbo"):
