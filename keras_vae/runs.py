@@ -108,6 +108,12 @@ def prepare_run_dir(config: TrainConfig) -> str:
     return out
 
 
+def early_stopping_state(backup_dir: str) -> dict | None:
+    """The backup's early-stopping state (`wait`, `best`, `best_epoch`), or None."""
+    path = os.path.join(backup_dir, EARLY_STOPPING_FILES[0])
+    return read_json(path) if os.path.isfile(path) else None
+
+
 def finished_at(run_dir: str, epochs: int) -> bool:
     """Whether the run's metrics.json was written after `epochs` epochs (a run
     whose training ended but whose artifacts were not written is unfinished)."""

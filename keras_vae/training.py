@@ -128,10 +128,10 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        state_path, weights_path = self._paths()
-        if not os.path.exists(state_path) or not runs.check_backup(self.backup_dir):
+        state = runs.early_stopping_state(self.backup_dir)
+        if state is None or not runs.check_backup(self.backup_dir):
             return
-        state = runs.read_json(state_path)
+        weights_path = self._paths()[1]
         self.wait, self.best_epoch = state["wait"], state["best_epoch"]
         self.best = state["best"]
         if os.path.exists(weights_path):
@@ -298,10 +298,8 @@ def _backup_dir(run_dir, described, strategy) -> str:
 
 def _early_stopping_ended(backup_dir: str, config: TrainConfig) -> bool:
     """Whether the backup's early-stopping state had run out of patience."""
-    path = os.path.join(backup_dir, runs.EARLY_STOPPING_FILES[0])
-    if not config.early_stopping or not os.path.isfile(path):
-        return False
-    return runs.read_json(path)["wait"] >= config.early_stopping
+    state = runs.early_stopping_state(backup_dir) if config.early_stopping else None
+    return state is not None and state["wait"] >= config.early_stopping
 
 
 def _early_stopping(callbacks):
