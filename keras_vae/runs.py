@@ -54,6 +54,9 @@ BACKUP_MANIFEST = "manifest.json"
 # part of a backup where the run stops early: a resumed run goes on counting
 # and still restores the best weights seen before the interruption.
 EARLY_STOPPING_FILES = ("early_stopping.json", "early_stopping_best.npz")
+# A multi-worker run's backup: one folder per worker under backup/ (a shared
+# one breaks on an h5 lock).
+WORKER_BACKUP_DIR = "worker-{}"
 
 
 def versions() -> dict:
@@ -146,9 +149,26 @@ def is_unfinished_run_of(out: str, config: TrainConfig) -> bool:
     return read_json(config_path) == json.loads(json.dumps(dataclasses.asdict(config)))
 
 
+def backup_epochs(run_dir: str) -> int | None:
+    """Epochs completed in the run's backup (the first worker's in a
+    multi-worker run), or None where it has no backup."""
+    for backup_dir in (BACKUP_DIR, os.path.join(BACKUP_DIR, WORKER_BACKUP_DIR.format(0))):
+        path = os.path.join(run_dir, backup_dir, BACKUP_FILES[1])
+        if os.path.isfile(path):
+            return int(read_json(path).get("epoch", 0))
+    return None
+
+
 def _run_model_file(run_dir: str) -> str:
     """`RUN/model.keras`, or a `UsageError` if the run has not finished."""
     model_file = os.path.join(run_dir, MODEL_FILE)
+    epochs = backup_epochs(run_dir)
+    if not os.path.isfile(model_file) and epochs is not None:
+        raise UsageError(
+            f"{run_dir} is an unfinished train.py run ({epochs} epoch(s) in its backup, "
+            f"no {MODEL_FILE} yet). Finish it with "
+            f"`python train.py --resume --output-dir {run_dir}`."
+        )
     if not os.path.isfile(model_file):
         raise UsageError(
             f"{run_dir} holds no {MODEL_FILE}: is it a finished train.py run directory? "

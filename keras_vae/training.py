@@ -291,8 +291,9 @@ def _callbacks(run: _Run) -> list:
 
 def _backup_dir(run_dir, described, strategy) -> str:
     backup_dir = os.path.join(run_dir, runs.BACKUP_DIR)
-    if described["workers"] > 1:  # one per worker: a shared one breaks on an h5 lock
-        backup_dir = os.path.join(backup_dir, f"worker-{distribute.worker_index(strategy)}")
+    if described["workers"] > 1:
+        worker = runs.WORKER_BACKUP_DIR.format(distribute.worker_index(strategy))
+        backup_dir = os.path.join(backup_dir, worker)
     return backup_dir
 
 
