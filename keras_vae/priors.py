@@ -11,6 +11,9 @@ with `@register_prior("name")` on the class.
 
 from __future__ import annotations
 
+import contextlib
+import math
+
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -98,6 +101,69 @@ class StandardNormalPrior(keras.layers.Layer):
         return {**super().get_config(), "latent_dim": self.latent_dim}
 
 
+# Set by `portable_densities()`.
+_PORTABLE = False
+
+
+@contextlib.contextmanager
+def portable_densities():
+    """Within it, mixture densities take TFP's own float32 form: for graphs
+    that run where float64 does not (the exported signatures, for LiteRT).
+    TPUs, which have no float64 either, always get that form."""
+    global _PORTABLE
+    before, _PORTABLE = _PORTABLE, True
+    try:
+        yield
+    finally:
+        _PORTABLE = before
+
+
+class DiagonalGaussianMixture(tfd.MixtureSameFamily):
+    """`MixtureSameFamily` of `MultivariateNormalDiag` components whose
+    `log_prob` is two matrix products instead of a `(..., K, latent)` tensor.
+
+    #### Mathematical details
+
+    sum_d (z_d - loc_kd)^2 / scale_kd^2 = z^2 . p_k - 2 z . (loc_k p_k) + loc_k^2 . p_k
+    with p_k = 1 / scale_k^2: for N points and K components, two
+    `(N, latent) x (latent, K)` products. TFP's own `log_prob` broadcasts every
+    point against every component, which is memory-bound: for the VampPrior's
+    500 components it is most of the importance-weighted bound's time
+    (`benchmarks/mixture_log_prob.py`). The expansion cancels where z is near
+    a narrow component, so it runs in float64, which keeps it within 1e-5
+    nats of a float64 reference, as close as TFP's float32 form. Sampling,
+    mixtures with a batch shape and `portable_densities()` graphs use TFP's.
+    """
+
+    def _log_prob(self, x):
+        portable = _PORTABLE or tf.config.list_logical_devices("TPU")
+        if portable or self.batch_shape.rank != 0:
+            return super()._log_prob(x)
+        return mixture_log_prob(x, self.mixture_distribution, self.components_distribution)
+
+
+def mixture_log_prob(x, mixture, components):
+    """log sum_k w_k N(x; loc_k, diag(scale_k^2)) by the expansion above, in
+    float64; returned in `x`'s dtype, shape `x.shape[:-1]`."""
+    x = tf.convert_to_tensor(x)
+    loc = tf.cast(tf.convert_to_tensor(components.loc), tf.float64)
+    scale = tf.cast(components.scale.diag, tf.float64)
+    latent = tf.shape(loc)[-1]
+    precision = tf.math.reciprocal(tf.square(scale))  # (K, latent)
+    flat = tf.reshape(tf.cast(x, tf.float64), [-1, latent])
+    squared_distance = (
+        tf.matmul(tf.square(flat), precision, transpose_b=True)
+        - 2.0 * tf.matmul(flat, loc * precision, transpose_b=True)
+        + tf.reduce_sum(tf.square(loc) * precision, axis=-1)
+    )  # (N, K)
+    log_normaliser = tf.reduce_sum(tf.math.log(scale), axis=-1) + 0.5 * tf.cast(
+        latent, tf.float64
+    ) * math.log(2 * math.pi)
+    log_weights = tf.nn.log_softmax(tf.cast(mixture.logits_parameter(), tf.float64))
+    log_prob = tf.reduce_logsumexp(log_weights - log_normaliser - 0.5 * squared_distance, axis=-1)
+    return tf.cast(tf.reshape(log_prob, tf.shape(x)[:-1]), x.dtype)
+
+
 class _MixturePrior(keras.layers.Layer):
     """A mixture of diagonal Gaussians given by `mixture_parameters()`."""
 
@@ -109,7 +175,7 @@ class _MixturePrior(keras.layers.Layer):
 
     def distribution(self) -> tfd.Distribution:
         logits, locs, scales = self.mixture_parameters()
-        return tfd.MixtureSameFamily(
+        return DiagonalGaussianMixture(
             mixture_distribution=tfd.Categorical(logits=logits),
             components_distribution=tfd.MultivariateNormalDiag(loc=locs, scale_diag=scales),
         )

@@ -31,6 +31,7 @@ import keras
 import tensorflow as tf
 
 from keras_vae.data import to_unit_interval
+from keras_vae.priors import portable_densities
 
 SIGNATURE_NAMES = (
     "serving_default",
@@ -108,7 +109,8 @@ def signature_functions(model, gmm=None) -> dict:
         return generate_for(tf.size(labels), labels, source=gmm)
 
     def score(images, labels=None):
-        terms = model.negative_elbo(to_unit_interval(images), sample=False, labels=labels)
+        with portable_densities():  # a mixture prior's density without float64 ops
+            terms = model.negative_elbo(to_unit_interval(images), sample=False, labels=labels)
         return {
             "negative_elbo": terms["loss"],
             "reconstruction": terms["reconstruction"],
