@@ -1,6 +1,6 @@
 """The wheel: only `keras_vae` is installed (no generic top-level `export`,
-`train` or `serve_signature`), with its presets, and every console script
-points into it."""
+`train` or `serve_signature`), with its presets, under 20 MB, and every
+console script points into it."""
 
 import configparser
 import subprocess
@@ -20,6 +20,9 @@ def test_wheel_installs_only_keras_vae(tmp_path):
     )
     (wheel,) = tmp_path.glob("keras_vae-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
+    # The whole package, presets included, stays under 20 MB installed.
+    installed = sum(i.file_size for i in zipfile.ZipFile(wheel).infolist())
+    assert installed < 20_000_000, f"{installed / 1e6:.1f} MB installed"
     top = {name.split("/")[0] for name in names}
     info = next(t for t in top if t.endswith(".dist-info"))
     assert top == {"keras_vae", info}, top
