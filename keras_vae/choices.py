@@ -18,6 +18,8 @@ SAMPLERS = ("prior", "gmm")
 # The built-in entries of the likelihood and prior registries.
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
 PRIORS = ("mixture", "standard_normal", "vamp")
+# The VampPrior's pseudo-input forms (keras_vae.priors.VampPrior.forms).
+PSEUDO_INPUTS = ("sigmoid", "hardtanh")
 PICTURES = (
     "samples",
     "reconstructions",

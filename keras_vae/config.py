@@ -126,6 +126,13 @@ class TrainConfig:
     prior_components: int | None = _field(
         None, "Components of a mixture or vamp prior (default: 10 and 50).", min=1
     )
+    pseudo_inputs: str = _field(
+        "sigmoid",
+        "The vamp prior's pseudo-images: sigmoid (of weights started N(0, 0.1): grey) "
+        "or hardtanh (clipped to [0, 1], started N(0.05, 0.01): near black, as the "
+        "paper's code).",
+        choices=choices.PSEUDO_INPUTS,
+    )
     conditional: bool = _field(
         False, "Condition encoder and decoder on the dataset's labels (generate chosen classes)."
     )
@@ -237,6 +244,11 @@ class TrainConfig:
                 f"`--architecture {self.architecture}` (two levels) takes neither "
                 "`--conditional` nor `--free-bits`: drop them, or use `--architecture "
                 "gated_mlp` or `conv`."
+            )
+        if self.pseudo_inputs != "sigmoid" and self.prior != "vamp":
+            raise UsageError(
+                f"`--pseudo-inputs {self.pseudo_inputs}` is the vamp prior's: add "
+                "`--prior vamp`, or drop it."
             )
 
     @classmethod

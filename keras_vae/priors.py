@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from keras_vae import choices
 from keras_vae.errors import UsageError
 
 tfd = tfp.distributions
@@ -42,12 +43,18 @@ def available_priors() -> list[str]:
 
 
 def get_prior(
-    name: str, latent_dim: int, image_shape=None, num_components: int | None = None
+    name: str,
+    latent_dim: int,
+    image_shape=None,
+    num_components: int | None = None,
+    pseudo_inputs: str = "sigmoid",
 ) -> keras.layers.Layer:
     """Builds the registered prior called `name` for `latent_dim`.
 
     `image_shape` and `num_components` are passed on to priors that use them
     (mixtures); `num_components=None` keeps the prior's own default.
+    `pseudo_inputs` is the VampPrior's form of its pseudo-inputs (see
+    `VampPrior`); other priors ignore it.
     """
     if name not in _REGISTRY:
         raise UsageError(
@@ -55,6 +62,8 @@ def get_prior(
             f"{available_priors()}. Received: prior={name!r}"
         )
     kwargs = {"image_shape": image_shape}
+    if name == "vamp":
+        kwargs["pseudo_inputs"] = pseudo_inputs
     if num_components is not None:
         if int(num_components) < 1:
             raise UsageError(
@@ -255,24 +264,51 @@ class VampPrior(_MixturePrior):
 
     #### Mathematical details
 
-    p(z) = (1/K) sum_k q(z | u_k), u_k = sigmoid(raw_k) learned images. The
-    VAE binds its encoder with `bind(encode)`; KL is the one-sample Monte
-    Carlo estimate.
+    p(z) = (1/K) sum_k q(z | u_k), with K learned images u_k = f(raw_k) in
+    [0, 1]. The VAE binds its encoder with `bind(encode)`; KL is the
+    one-sample Monte Carlo estimate.
+
+    `pseudo_inputs` is the form of f and the start of raw:
+    - `"sigmoid"`: f = sigmoid, raw ~ N(0, 0.1): grey images near 0.5.
+    - `"hardtanh"`: f = clip to [0, 1], raw ~ N(0.05, 0.01): near-black
+      images, as the paper's code (jmtomczak/vae_vampprior,
+      sajadn/Exemplar-VAE: a bias-free linear layer with a Hardtanh(0, 1) on
+      an identity matrix, weights N(0.05, 0.01)). A pixel clipped at 0 or 1
+      gets no gradient there, as in that code.
     """
 
-    def __init__(self, latent_dim: int, num_components: int = 50, image_shape=None, **kwargs):
+    forms = {
+        "sigmoid": (tf.sigmoid, 0.0, 0.1),
+        "hardtanh": (lambda raw: tf.clip_by_value(raw, 0.0, 1.0), 0.05, 0.01),
+    }
+
+    def __init__(
+        self,
+        latent_dim: int,
+        num_components: int = 50,
+        image_shape=None,
+        pseudo_inputs: str = "sigmoid",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if image_shape is None:
             raise UsageError("The VampPrior needs the image shape of its pseudo-inputs.")
+        if pseudo_inputs not in choices.PSEUDO_INPUTS:
+            raise UsageError(
+                "Invalid value received for argument `pseudo_inputs`. Expected one of "
+                f"{list(choices.PSEUDO_INPUTS)}. Received: pseudo_inputs={pseudo_inputs!r}"
+            )
         self.latent_dim = latent_dim
         self.num_components = num_components
         self.image_shape = tuple(int(d) for d in image_shape)
+        self.pseudo_inputs_form = pseudo_inputs
         self._encode = None
 
     def build(self, input_shape=None):
+        _, mean, stddev = self.forms[self.pseudo_inputs_form]
         self.raw_pseudo_inputs = self.add_weight(
             shape=(self.num_components, *self.image_shape),
-            initializer=keras.initializers.RandomNormal(stddev=0.1),
+            initializer=keras.initializers.RandomNormal(mean=mean, stddev=stddev),
             name="raw_pseudo_inputs",
         )
         self.built = True
@@ -281,7 +317,8 @@ class VampPrior(_MixturePrior):
         self._encode = encode
 
     def pseudo_inputs(self):
-        return tf.sigmoid(tf.cast(self.raw_pseudo_inputs, tf.float32))
+        form, _, _ = self.forms[self.pseudo_inputs_form]
+        return form(tf.cast(self.raw_pseudo_inputs, tf.float32))
 
     def mixture_parameters(self):
         if self._encode is None:
@@ -295,4 +332,5 @@ class VampPrior(_MixturePrior):
             "latent_dim": self.latent_dim,
             "num_components": self.num_components,
             "image_shape": list(self.image_shape),
+            "pseudo_inputs": self.pseudo_inputs_form,
         }

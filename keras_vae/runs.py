@@ -146,7 +146,15 @@ def is_unfinished_run_of(out: str, config: TrainConfig) -> bool:
     config_path = os.path.join(out, CONFIG_FILE)
     if not os.path.isfile(config_path) or os.path.exists(os.path.join(out, METRICS_FILE)):
         return False
-    return read_json(config_path) == json.loads(json.dumps(dataclasses.asdict(config)))
+    try:  # read as flags: a run saved before a flag existed has that flag's default
+        saved = TrainConfig.from_saved(read_json(config_path), config_path)
+    except (UsageError, ValueError):
+        return False
+    return _as_json(saved) == _as_json(config)
+
+
+def _as_json(config: TrainConfig) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
 def backup_epochs(run_dir: str) -> int | None:

@@ -55,6 +55,7 @@ def build_model(
         kl_warmup_steps=round(config.kl_warmup_epochs * steps_per_epoch),
         free_bits=config.free_bits,
         prior_components=config.prior_components,
+        pseudo_inputs=config.pseudo_inputs,
         num_classes=num_classes,
     )
     adam = AdamNormGrad if config.normalize_gradients else keras.optimizers.Adam

@@ -75,6 +75,9 @@ class VAE(keras.Model):
             0 turns it off. Defaults to `0.0`.
         prior_components: int or None. Components of a mixture prior
             (`mixture`, `vamp`); None keeps the prior's default (10 and 50).
+        pseudo_inputs: str. The VampPrior's pseudo-input form, `"sigmoid"`
+            or the paper code's `"hardtanh"` (`keras_vae.priors.VampPrior`).
+            Defaults to `"sigmoid"`.
         num_classes: int. With N > 0 the VAE is conditional (Sohn et al.
             2015): encoder and decoder also take a label in [0, N), so that
             `sample_prior(labels=...)` draws items of chosen classes. Every
@@ -119,6 +122,7 @@ class VAE(keras.Model):
         num_classes=0,
         architecture="conv",
         hidden_units=300,
+        pseudo_inputs="sigmoid",
         encoder=None,
         decoder=None,
         prior_layer=None,
@@ -182,6 +186,7 @@ class VAE(keras.Model):
         self.num_classes = int(num_classes)
         self.architecture = architecture
         self.hidden_units = int(hidden_units)
+        self.pseudo_inputs = pseudo_inputs
         self._likelihood = likelihoods.get_likelihood(likelihood)
 
         # === Layers ===
@@ -200,7 +205,7 @@ class VAE(keras.Model):
             dtype=self.dtype_policy,
         )
         self.prior_layer = prior_layer or priors.get_prior(
-            prior, self.latent_dim, self.image_shape, prior_components
+            prior, self.latent_dim, self.image_shape, prior_components, pseudo_inputs
         )
         if hasattr(self.prior_layer, "bind"):  # the VampPrior encodes pseudo-inputs
             self.prior_layer.bind(self.encode_top)
@@ -474,6 +479,7 @@ class VAE(keras.Model):
             "num_classes": self.num_classes,
             "architecture": self.architecture,
             "hidden_units": self.hidden_units,
+            "pseudo_inputs": self.pseudo_inputs,
         }
 
     # --- presets -----------------------------------------------------------

@@ -84,6 +84,7 @@ def test_every_protocol_names_real_flags_with_valid_values():
         (["--batch-size", "0"], "`--batch-size`. Expected a value >= 1"),
         (["--iw-images", "-5"], "`--iw-images`. Expected a value >= 0"),
         (["--early-stopping", "3"], "`--early-stopping` needs `--validation-split`"),
+        (["--pseudo-inputs", "hardtanh"], "`--pseudo-inputs hardtanh` is the vamp prior's"),
     ],
 )
 def test_bad_values_are_refused_with_the_flag_and_the_range(argv, message):
@@ -99,6 +100,9 @@ def test_a_saved_config_with_unknown_keys_or_bad_json_is_named(tmp_path):
     path.write_text('{"latent_dim": ')
     with pytest.raises(UsageError, match="config.json is not valid JSON"):
         config.TrainConfig.from_json_file(str(path))
+    # A run saved before a flag existed reads back with that flag's default.
+    path.write_text(json.dumps({"latent_dim": 4, "prior": "vamp"}))
+    assert config.TrainConfig.from_json_file(str(path)).pseudo_inputs == "sigmoid"
     path.write_text(json.dumps({"latent_dim": "four"}))
     with pytest.raises(UsageError, match="config.json: .*`--latent-dim`. Expected .* type int"):
         config.TrainConfig.from_json_file(str(path))
@@ -113,6 +117,7 @@ def test_the_cli_choices_are_the_registries():
     two_level = tuple(name for name, a in networks.ARCHITECTURES.items() if a.levels == 2)
     assert choices.TWO_LEVEL_ARCHITECTURES == two_level
     assert choices.PICTURES == tuple(visualize.PICTURES)
+    assert choices.PSEUDO_INPUTS == tuple(priors.VampPrior.forms)
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,14 @@ def real_images():
     return np.concatenate([b.numpy() for b in data.pipeline(raw, 500, binarize="static")])
 
 
-@pytest.mark.parametrize("prior", ["mixture", "vamp"])
-def test_learned_priors_train_and_round_trip(prior, real_images, tmp_path):
+@pytest.mark.parametrize(
+    "prior, options",
+    [("mixture", {}), ("vamp", {}), ("vamp", {"pseudo_inputs": "hardtanh"})],
+    ids=["mixture", "vamp", "vamp-hardtanh"],
+)
+def test_learned_priors_train_and_round_trip(prior, options, real_images, tmp_path):
     keras.utils.set_random_seed(0)
-    model = VAE(latent_dim=6, prior=prior, prior_components=5, seed=0)
+    model = VAE(latent_dim=6, prior=prior, prior_components=5, seed=0, **options)
     model.compile("adam")
     before = model.evaluate(real_images, batch_size=500, verbose=0, return_dict=True)["loss"]
     initial_prior = [w.numpy().copy() for w in model.prior_layer.weights]
@@ -140,11 +144,43 @@ def test_vamp_prior_is_the_posterior_at_its_pseudo_inputs():
     assert component.log_prob(z).numpy()[0] == pytest.approx(by_hand[0], rel=1e-5)
 
 
+def test_the_papers_pseudo_inputs_start_near_black_and_round_trip(tmp_path):
+    """`pseudo_inputs="hardtanh"`: clip(raw, 0, 1) with raw ~ N(0.05, 0.01), as
+    the paper's code; clipped pixels get no gradient; the form is part of the
+    config, and a config saved without it (before it existed) is the sigmoid."""
+    keras.utils.set_random_seed(0)
+    model = VAE(latent_dim=3, prior="vamp", prior_components=200, pseudo_inputs="hardtanh")
+    model.compile("adam")
+    layer = model.prior_layer
+    raw = layer.raw_pseudo_inputs.numpy()
+    assert abs(raw.mean() - 0.05) < 1e-3 and abs(raw.std() - 0.01) < 1e-3
+    layer.raw_pseudo_inputs.assign(np.linspace(-0.5, 1.5, raw.size).reshape(raw.shape))
+    np.testing.assert_allclose(
+        layer.pseudo_inputs().numpy(), np.clip(layer.raw_pseudo_inputs.numpy(), 0, 1)
+    )
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(layer.pseudo_inputs())
+    grad = tape.gradient(total, layer.raw_pseudo_inputs).numpy()
+    raw = layer.raw_pseudo_inputs.numpy()
+    inside = (raw > 0) & (raw < 1)
+    assert (grad[inside] == 1).all() and (grad[~inside] == 0).all()
+    config = model.get_config()
+    assert config["pseudo_inputs"] == "hardtanh"
+    reloaded = assert_saving_round_trip(model, random_images(4), tmp_path)
+    assert reloaded.prior_layer.pseudo_inputs_form == "hardtanh"
+    del config["pseudo_inputs"]
+    assert VAE.from_config(config).prior_layer.pseudo_inputs_form == "sigmoid"
+    sigmoid = VAE(latent_dim=3, prior="vamp", prior_components=200).prior_layer
+    assert abs(sigmoid.pseudo_inputs().numpy().mean() - 0.5) < 0.01
+
+
 def test_prior_errors():
     with pytest.raises(ValueError, match="Received: prior_components=0"):
         VAE(prior="mixture", prior_components=0)
     with pytest.raises(ValueError, match="`free_bits` needs a per-dimension KL"):
         VAE(prior="vamp", free_bits=0.5)
+    with pytest.raises(ValueError, match="Received: pseudo_inputs='tanh'"):
+        VAE(prior="vamp", pseudo_inputs="tanh")
     assert priors.available_priors() == ["mixture", "standard_normal", "vamp"]
     assert np.isfinite(
         VAE(prior="vamp", latent_dim=2).negative_elbo(random_images(2))["loss"]

@@ -26,3 +26,22 @@ def test_a_folder_that_is_no_run_says_so(tmp_path):
     assert runs.backup_epochs(str(tmp_path)) is None
     with pytest.raises(UsageError, match="holds no model.keras"):
         runs.load_run(str(tmp_path))
+
+
+def test_the_same_command_recognises_its_unfinished_run_saved_before_a_new_flag(tmp_path):
+    """A run's config.json from before a flag existed still matches the command
+    that started it (the flag at its default), and no other command."""
+    import dataclasses
+
+    from keras_vae.config import TrainConfig
+
+    config = TrainConfig(latent_dim=4, output_dir=str(tmp_path))
+    saved = dataclasses.asdict(config)
+    del saved["pseudo_inputs"]  # as written before the flag existed
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump(saved, f)
+    assert runs.is_unfinished_run_of(str(tmp_path), config)
+    other = dataclasses.replace(config, latent_dim=5)
+    assert not runs.is_unfinished_run_of(str(tmp_path), other)
+    (tmp_path / "metrics.json").write_text("{}")  # finished: not to be continued
+    assert not runs.is_unfinished_run_of(str(tmp_path), config)
