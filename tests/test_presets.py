@@ -46,7 +46,8 @@ def test_shipped_preset_reproduces_its_recorded_bound_in_a_fresh_process(name):
 
 
 def test_presets_are_shipped_and_small():
-    assert {"fashion_mnist_conv", "fashion_mnist_gated_mlp"} <= set(presets.available())
+    shipped = {"fashion_mnist_conv", "fashion_mnist_gated_mlp", "fashion_mnist_vampprior"}
+    assert shipped <= set(presets.available())
     size = sum(
         os.path.getsize(os.path.join(folder, f))
         for folder, _, files in os.walk(presets.PRESETS_DIR)
