@@ -28,6 +28,7 @@ if __name__ == "__main__":  # `python -m keras_vae.evaluate`: flags before Tenso
 import dataclasses
 import math
 import os
+import sys
 import time
 import weakref
 
@@ -116,6 +117,45 @@ def active_units(means, threshold=ACTIVE_UNIT_THRESHOLD):
     return np.var(means, axis=0) > threshold
 
 
+class _LogProgress:
+    """The progress of a long evaluation in a log file: one line per tenth.
+
+    Keras's `Progbar` redraws its bar at every update, also into a file
+    (it takes any POSIX process for a terminal): tens of thousands of lines
+    for a K=5000 bound. Off a terminal, this prints at most ten."""
+
+    def __init__(self, total: int, label: str = "IW bound"):
+        self.total, self.label, self.shown = total, label, 0
+        self.start = time.perf_counter()
+
+    def update(self, current, values=None):
+        tenth = int(10 * current // self.total)
+        # The last line waits for the batch's final update, which has the values.
+        if tenth <= self.shown or (tenth == 10 and not values):
+            return
+        self.shown = tenth
+        elapsed = time.perf_counter() - self.start
+        left = elapsed * (self.total - current) / current
+        line = (
+            f"{self.label}: {int(current)}/{self.total} images ({10 * tenth}%), "
+            f"{_minutes(elapsed)} elapsed, about {_minutes(left)} left"
+        )
+        for name, value in values or []:
+            line += f", {name} {value:.2f}"
+        print(line, flush=True)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+
+
+def _progress(total: int, verbose: int):
+    """A progress bar on a terminal, a few lines in a log, nothing at verbose=0."""
+    if verbose == 1 and not sys.stdout.isatty():
+        return _LogProgress(total)
+    return keras.utils.Progbar(total, verbose=verbose, unit_name="image")
+
+
 def evaluate(
     model, images, iw_samples=1000, batch_size=100, chunk=DEFAULT_CHUNK, verbose=1, labels=None
 ):
@@ -134,7 +174,7 @@ def evaluate(
     """
     _check_num_samples(iw_samples)
     start = time.perf_counter()
-    progress = keras.utils.Progbar(len(images), verbose=verbose, unit_name="image")
+    progress = _progress(len(images), verbose)
     elbo, iw = [], []
     for first in range(0, len(images), batch_size):
         batch = tf.constant(images[first : first + batch_size], tf.float32)
