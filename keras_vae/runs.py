@@ -170,19 +170,19 @@ def backup_epochs(run_dir: str) -> int | None:
 def _run_model_file(run_dir: str) -> str:
     """`RUN/model.keras`, or a `UsageError` if the run has not finished."""
     model_file = os.path.join(run_dir, MODEL_FILE)
+    if os.path.isfile(model_file):
+        return model_file
     epochs = backup_epochs(run_dir)
-    if not os.path.isfile(model_file) and epochs is not None:
+    if epochs is not None:
         raise UsageError(
             f"{run_dir} is an unfinished train.py run ({epochs} epoch(s) in its backup, "
             f"no {MODEL_FILE} yet). Finish it with "
             f"`python train.py --resume --output-dir {run_dir}`."
         )
-    if not os.path.isfile(model_file):
-        raise UsageError(
-            f"{run_dir} holds no {MODEL_FILE}: is it a finished train.py run directory? "
-            "Pass the run directory to --model."
-        )
-    return model_file
+    raise UsageError(
+        f"{run_dir} holds no {MODEL_FILE}: is it a finished train.py run directory? "
+        "Pass the run directory to --model."
+    )
 
 
 def resolve_model_path(path: str) -> tuple[str, str | None]:
