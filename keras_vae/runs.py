@@ -150,11 +150,7 @@ def is_unfinished_run_of(out: str, config: TrainConfig) -> bool:
         saved = TrainConfig.from_saved(read_json(config_path), config_path)
     except (UsageError, ValueError):
         return False
-    return _as_json(saved) == _as_json(config)
-
-
-def _as_json(config: TrainConfig) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+    return json.loads(saved.to_json()) == json.loads(config.to_json())
 
 
 def backup_epochs(run_dir: str) -> int | None:
