@@ -20,6 +20,8 @@ LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
 PRIORS = ("mixture", "standard_normal", "vamp")
 # The VampPrior's pseudo-input forms (keras_vae.priors.VampPrior.forms).
 PSEUDO_INPUTS = ("sigmoid", "hardtanh")
+# How a preset's weights file stores the weights (keras_vae.presets).
+PRESET_WEIGHTS = ("float32", "float16")
 PICTURES = (
     "samples",
     "reconstructions",

@@ -249,15 +249,19 @@ def preset_check(model, config) -> dict:
     }
 
 
-def save_run_preset(run_dir: str, preset_dir: str) -> dict:
+def save_run_preset(run_dir: str, preset_dir: str, weights_dtype: str = "float32") -> dict:
     """A finished run as a preset folder (`VAE.from_preset` reads it): the
     model, its GMM sampler if fitted, and metadata with the run's command,
-    data, epochs, test figures, versions and `preset_check`'s figure."""
+    data, epochs, test figures, versions and `preset_check`'s figure.
+
+    With `weights_dtype="float16"` the check is measured with the weights
+    as the preset stores them; the run's own figures stay float32's."""
     if not files.is_new_or_empty_dir(preset_dir):
         raise UsageError(
             f"--save-preset {preset_dir} exists and is not empty; choose a new folder."
         )
     config, model = runs.load_run(run_dir)
+    model.set_weights(presets.rounded(model.get_weights(), weights_dtype))
     metrics = runs.read_json(os.path.join(run_dir, runs.METRICS_FILE))
     metadata = {
         "name": os.path.basename(os.path.abspath(preset_dir)),
@@ -274,8 +278,10 @@ def save_run_preset(run_dir: str, preset_dir: str) -> dict:
         "evaluation": {k: v for k, v in metrics.items() if k.startswith("evaluation")},
         "sample_quality": metrics.get("sample_quality"),
         "trained_with": metrics.get("versions"),
+        "weights_dtype": weights_dtype,
         "check": preset_check(model, config),
     }
     extra = [os.path.join(run_dir, name) for name in presets.OPTIONAL_FILES]
-    model.save_to_preset(preset_dir, metadata, [path for path in extra if os.path.isfile(path)])
+    extra = [path for path in extra if os.path.isfile(path)]
+    model.save_to_preset(preset_dir, metadata, extra, weights_dtype)
     return metadata

@@ -3,7 +3,8 @@ KerasHub ships them (no TensorFlow here; `VAE.from_preset` builds the model).
 
     keras_vae/presets/NAME/           (shipped inside the package)
         config.json        VAE.get_config(): the hyperparameters
-        model.weights.h5   the weights
+        model.weights.h5   the weights: float32 as trained, or float16 (half
+                           the size; `from_preset` loads them into float32)
         metadata.json      the command that trained it, the data (dataset,
                            class names, image shape, the run's config), the
                            epochs, the test figures, the versions, and
@@ -21,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 
+from keras_vae import choices
 from keras_vae.errors import UsageError
 from keras_vae.files import atomic_dir, is_new_or_empty_dir, read_json, write_json
 
@@ -35,6 +37,9 @@ REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE)
 # The figure a preset's metadata records and its test re-measures.
 CHECK_IMAGES = 500
 CHECK_SAMPLES = 100
+# float16 keeps 11 significant bits; its largest finite value is 65504.
+WEIGHTS_DTYPES = choices.PRESET_WEIGHTS
+FLOAT16_MAX = 65504.0
 
 
 def _missing(directory: str) -> list[str]:
@@ -101,13 +106,76 @@ def gmm_file(preset: str) -> str | None:
     return path if os.path.isfile(path) else None
 
 
-def write(preset_dir: str, config: dict, save_weights, metadata: dict, extra=()):
+def _check_weights_dtype(weights_dtype: str) -> None:
+    if weights_dtype not in WEIGHTS_DTYPES:
+        raise UsageError(
+            f"Invalid weights_dtype {weights_dtype!r}: expected one of {list(WEIGHTS_DTYPES)}."
+        )
+
+
+def rounded(weights: list, weights_dtype: str) -> list:
+    """`weights` (numpy arrays) as a `weights_dtype` file stores them, in
+    their own dtypes: what `from_preset` will load. float32 is unchanged.
+
+    Raises:
+        UsageError: a weight beyond float16's range.
+    """
+    import numpy as np
+
+    _check_weights_dtype(weights_dtype)
+    if weights_dtype == "float32":
+        return list(weights)
+    out = []
+    for w in weights:
+        w = np.asarray(w)
+        if w.dtype == np.float32:
+            largest = float(np.max(np.abs(w))) if w.size else 0.0
+            if not largest <= FLOAT16_MAX:
+                raise UsageError(
+                    f"A weight of magnitude {largest:g} does not fit in float16 (at most "
+                    f"{FLOAT16_MAX:g}); keep this preset's weights in float32."
+                )
+            w = w.astype(np.float16).astype(np.float32)
+        out.append(w)
+    return out
+
+
+def _copy_weights_as(source: str, target: str, weights_dtype: str) -> None:
+    """Copies a Keras weights file, storing its float32 arrays as `weights_dtype`."""
+    import h5py
+    import numpy as np
+
+    def copy(group_in, group_out):
+        group_out.attrs.update(dict(group_in.attrs))
+        for key, item in group_in.items():
+            if isinstance(item, h5py.Group):
+                copy(item, group_out.create_group(key))
+                continue
+            data = item[()]
+            if getattr(data, "dtype", None) == np.float32:
+                data = np.asarray(data).astype(weights_dtype)
+            group_out.create_dataset(key, data=data).attrs.update(dict(item.attrs))
+
+    with h5py.File(source, "r") as src, h5py.File(target, "w") as dst:
+        copy(src, dst)
+
+
+def write(
+    preset_dir: str,
+    config: dict,
+    save_weights,
+    metadata: dict,
+    extra=(),
+    weights_dtype: str = "float32",
+):
     """Writes a preset folder whole or not at all (staged, then renamed).
 
-    `save_weights(path)` writes the weights file; `extra` are files to copy
-    in under their own names (`OPTIONAL_FILES`, e.g. a run's GMM sampler).
-    An existing non-empty folder is refused.
+    `save_weights(path)` writes the weights file, which is stored in
+    `weights_dtype` (`WEIGHTS_DTYPES`); `extra` are files to copy in under
+    their own names (`OPTIONAL_FILES`, e.g. a run's GMM sampler). An existing
+    non-empty folder is refused.
     """
+    _check_weights_dtype(weights_dtype)
     preset_dir = os.path.abspath(preset_dir)
     if not is_new_or_empty_dir(preset_dir):
         raise UsageError(f"{preset_dir} exists and is not empty; choose a new preset folder.")
@@ -116,7 +184,14 @@ def write(preset_dir: str, config: dict, save_weights, metadata: dict, extra=())
         raise UsageError(f"{preset_dir}: the folder {parent} does not exist.")
     with atomic_dir(preset_dir) as staging:
         write_json(os.path.join(staging, CONFIG_FILE), config)
-        save_weights(os.path.join(staging, WEIGHTS_FILE))
+        weights = os.path.join(staging, WEIGHTS_FILE)
+        if weights_dtype == "float32":
+            save_weights(weights)
+        else:
+            as_trained = os.path.join(staging, "float32." + WEIGHTS_FILE)
+            save_weights(as_trained)
+            _copy_weights_as(as_trained, weights, weights_dtype)
+            os.remove(as_trained)
         for path in extra:
             shutil.copyfile(path, os.path.join(staging, os.path.basename(path)))
         write_json(os.path.join(staging, METADATA_FILE), metadata)  # last

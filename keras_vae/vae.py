@@ -511,15 +511,25 @@ class VAE(keras.Model):
             ) from None
         return model
 
-    def save_to_preset(self, preset_dir: str, metadata: dict | None = None, extra=()) -> str:
+    def save_to_preset(
+        self,
+        preset_dir: str,
+        metadata: dict | None = None,
+        extra=(),
+        weights_dtype: str = "float32",
+    ) -> str:
         """Writes this model as a preset folder (config, weights, `metadata`,
-        and `extra` files such as the run's GMM sampler) that `from_preset` reads."""
+        and `extra` files such as the run's GMM sampler) that `from_preset` reads.
+
+        `weights_dtype="float16"` stores the weights at half the size; the
+        loaded model computes in float32 with the weights rounded to float16
+        (`presets.rounded`); measure it with those weights."""
         # The weights alone: a copy without an optimizer, whose state a model's
         # own save_weights would include (twice the weights again, for Adam).
         bare = type(self).from_config(self.get_config())
         bare.set_weights(self.get_weights())
         return presets.write(
-            preset_dir, self.get_config(), bare.save_weights, metadata or {}, extra
+            preset_dir, self.get_config(), bare.save_weights, metadata or {}, extra, weights_dtype
         )
 
     def with_decoder(self, decoder: keras.Model) -> VAE:

@@ -152,6 +152,17 @@ def test_a_run_saved_as_a_preset_generates_by_class_name(folder_run, tmp_path):
     )
     # Its fitted GMM sampler travelled with it.
     assert presets.gmm_file(preset) is not None
+    # Half the size: the same run with float16 weights, its check measured with them.
+    half = str(tmp_path / "half")
+    flags = ["--model", folder_run, "--save-preset", half, "--preset-weights", "float16"]
+    assert cli.evaluate(flags) == 0
+    half_metadata = presets.read(half)[2]
+    assert (metadata["weights_dtype"], half_metadata["weights_dtype"]) == ("float32", "float16")
+    recorded = metadata["check"]["iw_nll_nats"]
+    assert half_metadata["check"]["iw_nll_nats"] == pytest.approx(recorded, abs=0.5)
+    as_stored = presets.rounded(VAE.from_preset(preset).get_weights(), "float16")
+    for a, b in zip(as_stored, VAE.from_preset(half).get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_gmm_draws_follow_a_set_mixture():

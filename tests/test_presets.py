@@ -87,6 +87,33 @@ def test_save_to_preset_round_trips_weights_metadata_and_sampler(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [presets.GMM_FILE, "p"]
 
 
+def test_float16_weights_halve_the_file_and_load_as_rounded(tmp_path):
+    import h5py
+
+    model = VAE(latent_dim=4, seed=0)
+    model.save_to_preset(str(tmp_path / "f32"))
+    model.save_to_preset(str(tmp_path / "f16"), weights_dtype="float16")
+    sizes = [os.path.getsize(tmp_path / d / presets.WEIGHTS_FILE) for d in ("f32", "f16")]
+    assert sizes[1] < 0.6 * sizes[0], sizes
+    stored = []
+    with h5py.File(tmp_path / "f16" / presets.WEIGHTS_FILE) as f:
+        f.visititems(lambda _, item: stored.extend([item.dtype] if hasattr(item, "dtype") else []))
+    assert stored and set(stored) == {np.dtype("float16")}
+    loaded = VAE.from_preset(str(tmp_path / "f16")).get_weights()
+    expected = presets.rounded(model.get_weights(), "float16")
+    assert any((a != b).any() for a, b in zip(expected, model.get_weights(), strict=True))
+    for a, b in zip(expected, loaded, strict=True):
+        assert b.dtype == np.float32
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(UsageError, match="does not fit in float16"):
+        presets.rounded([np.array([7e4], np.float32)], "float16")
+    with pytest.raises(UsageError, match="expected one of"):
+        model.save_to_preset(str(tmp_path / "f8"), weights_dtype="float8")
+    assert not (tmp_path / "f8").exists()
+    with pytest.raises(SystemExit):
+        cli.evaluate(["--model", str(tmp_path), "--preset-weights", "float16"])
+
+
 def test_bad_presets_fail_with_what_is_available(tmp_path):
     with pytest.raises(UsageError, match="Unknown preset 'nope'.*fashion_mnist_conv"):
         VAE.from_preset("nope")
