@@ -41,6 +41,14 @@ def fashion_mnist_dir():
     return require_fashion_mnist()
 
 
+@pytest.fixture(scope="module")
+def real_images():
+    """3000 Fashion-MNIST training images, binarized once (seeded)."""
+    require_fashion_mnist()
+    raw, _ = data.load("fashion_mnist", "train[:3000]", data_dir="/nonexistent")
+    return np.concatenate([b.numpy() for b in data.pipeline(raw, 500, binarize="static")])
+
+
 def random_images(n, shape=(28, 28, 1), seed=0):
     return np.random.default_rng(seed).random((n, *shape), dtype=np.float32)
 

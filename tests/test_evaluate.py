@@ -9,10 +9,9 @@ from conftest import (
     GaussianToy,
     assert_iw_bound_converges_from_above,
     assert_saving_round_trip,
-    require_fashion_mnist,
 )
 
-from keras_vae import cli, data, decoder_forms, evaluate, precision
+from keras_vae import cli, decoder_forms, evaluate, precision
 from keras_vae.config import TrainConfig
 from keras_vae.vae import VAE
 
@@ -156,13 +155,6 @@ def test_bad_iw_samples(k):
     with pytest.raises(SystemExit) as exit_info:  # argparse refuses it before any work
         cli.evaluate(["--model", "/nonexistent", "--iw-samples", "0"])
     assert exit_info.value.code == 2
-
-
-@pytest.fixture(scope="module")
-def real_images():
-    require_fashion_mnist()
-    raw, _ = data.load("fashion_mnist", "train[:3000]", data_dir="/nonexistent")
-    return np.concatenate([b.numpy() for b in data.pipeline(raw, 500, binarize="static")])
 
 
 @pytest.mark.parametrize(

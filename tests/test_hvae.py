@@ -161,7 +161,7 @@ def test_one_level_class_refuses_two_level_architectures_and_back():
 
 
 @pytest.fixture(scope="module")
-def real_images():
+def real_images():  # fewer than conftest's: two-level steps are slower
     require_fashion_mnist()
     config = TrainConfig(binarize="static", train_split="train[:256]")
     return inputs.load_train_images(config)[0]

@@ -2,17 +2,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import assert_saving_round_trip, random_images, require_fashion_mnist
+from conftest import assert_saving_round_trip, random_images
 
-from keras_vae import data, priors
+from keras_vae import priors
 from keras_vae.vae import VAE
-
-
-@pytest.fixture(scope="module")
-def real_images():
-    require_fashion_mnist()
-    raw, _ = data.load("fashion_mnist", "train[:3000]", data_dir="/nonexistent")
-    return np.concatenate([b.numpy() for b in data.pipeline(raw, 500, binarize="static")])
 
 
 @pytest.mark.parametrize(
