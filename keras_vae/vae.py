@@ -527,7 +527,7 @@ class VAE(keras.Model):
         # The weights alone: a copy without an optimizer, whose state a model's
         # own save_weights would include (twice the weights again, for Adam).
         bare = type(self).from_config(self.get_config())
-        bare.set_weights(self.get_weights())
+        bare.set_weights(presets.rounded(self.get_weights(), weights_dtype))  # checks the range
         return presets.write(
             preset_dir, self.get_config(), bare.save_weights, metadata or {}, extra, weights_dtype
         )

@@ -105,8 +105,11 @@ def test_float16_weights_halve_the_file_and_load_as_rounded(tmp_path):
     for a, b in zip(expected, loaded, strict=True):
         assert b.dtype == np.float32
         np.testing.assert_array_equal(a, b)
+    huge = VAE(latent_dim=4, seed=0)
+    huge.set_weights([w + 7e4 for w in huge.get_weights()])
     with pytest.raises(UsageError, match="does not fit in float16"):
-        presets.rounded([np.array([7e4], np.float32)], "float16")
+        huge.save_to_preset(str(tmp_path / "huge"), weights_dtype="float16")
+    assert not (tmp_path / "huge").exists()
     with pytest.raises(UsageError, match="expected one of"):
         model.save_to_preset(str(tmp_path / "f8"), weights_dtype="float8")
     assert not (tmp_path / "f8").exists()
