@@ -122,11 +122,13 @@ class _LogProgress:
 
     Keras's `Progbar` redraws its bar at every update, also into a file
     (it takes any POSIX process for a terminal): tens of thousands of lines
-    for a K=5000 bound. Off a terminal, this prints at most ten."""
+    for a K=5000 bound. Off a terminal, this prints a line when the work
+    starts (the first tenth can be minutes away) and at most ten more."""
 
-    def __init__(self, total: int, label: str = "IW bound"):
+    def __init__(self, total: int, label: str = "IW bound", detail: str = ""):
         self.total, self.label, self.shown = total, label, 0
         self.start = time.perf_counter()
+        print(f"{label}: started on {total} images{detail}", flush=True)
 
     def update(self, current, values=None):
         tenth = int(10 * current // self.total)
@@ -149,10 +151,10 @@ def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
 
-def _progress(total: int, verbose: int):
+def _progress(total: int, verbose: int, detail: str = ""):
     """A progress bar on a terminal, a few lines in a log, nothing at verbose=0."""
     if verbose == 1 and not sys.stdout.isatty():
-        return _LogProgress(total)
+        return _LogProgress(total, detail=detail)
     return keras.utils.Progbar(total, verbose=verbose, unit_name="image")
 
 
@@ -174,7 +176,7 @@ def evaluate(
     """
     _check_num_samples(iw_samples)
     start = time.perf_counter()
-    progress = _progress(len(images), verbose)
+    progress = _progress(len(images), verbose, f", K={iw_samples}")
     elbo, iw = [], []
     for first in range(0, len(images), batch_size):
         batch = tf.constant(images[first : first + batch_size], tf.float32)

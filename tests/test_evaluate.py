@@ -76,14 +76,15 @@ def test_chunking_does_not_change_the_bound():
 
 def test_off_a_terminal_the_progress_is_ten_lines(capsys):
     """In a log file (pytest's captured stdout is not a terminal) a long
-    evaluation reports each tenth once, with the time left, not a redrawn
-    bar per chunk."""
+    evaluation says that it started, then reports each tenth once, with the
+    time left, not a redrawn bar per chunk."""
     model = VAE(latent_dim=2, seed=0)
     images = np.random.default_rng(0).random((40, 28, 28, 1)).astype(np.float32)
     evaluate.evaluate(model, images, iw_samples=300, batch_size=4, chunk=100)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("IW bound")]
-    assert len(lines) == 10, lines
-    assert lines[0].startswith("IW bound: 4/40 images (10%)") and "left" in lines[0]
+    assert len(lines) == 11, lines
+    assert lines[0] == "IW bound: started on 40 images, K=300"
+    assert lines[1].startswith("IW bound: 4/40 images (10%)") and "left" in lines[1]
     assert lines[-1].startswith("IW bound: 40/40 images (100%)") and "iw_nll" in lines[-1]
     evaluate.evaluate(model, images[:4], iw_samples=10, verbose=0)
     assert capsys.readouterr().out == ""
