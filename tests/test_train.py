@@ -268,7 +268,10 @@ def test_sigkill_during_evaluation_leaves_the_run_as_it_was(real_run, tmp_path):
     deadline = time.monotonic() + 120
     seen = b""
     while b"IW bound: started" not in seen and time.monotonic() < deadline:
-        seen += proc.stdout.read1(4096)
+        chunk = proc.stdout.read1(4096)
+        if not chunk:  # the process ended: the assertions below show its output
+            break
+        seen += chunk
     assert b"IW bound: started on 2000 images, K=5000" in seen, seen[-2000:]
     assert proc.poll() is None, seen[-2000:]  # 2,000 images x K=5000: minutes of work
     proc.send_signal(signal.SIGKILL)
