@@ -155,7 +155,11 @@ def _progress(total: int, verbose: int, detail: str = ""):
     """A progress bar on a terminal, a few lines in a log, nothing at verbose=0."""
     if verbose == 1 and not sys.stdout.isatty():
         return _LogProgress(total, detail=detail)
-    return keras.utils.Progbar(total, verbose=verbose, unit_name="image")
+    # `iw_nll` arrives as the running mean over the images so far: stateful,
+    # so that the bar shows it as it is instead of averaging the means again.
+    return keras.utils.Progbar(
+        total, verbose=verbose, unit_name="image", stateful_metrics=["iw_nll"]
+    )
 
 
 def evaluate(

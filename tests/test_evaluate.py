@@ -1,4 +1,6 @@
 import json
+import re
+import sys
 
 import keras
 import numpy as np
@@ -88,6 +90,26 @@ def test_off_a_terminal_the_progress_is_ten_lines(capsys):
     assert lines[-1].startswith("IW bound: 40/40 images (100%)") and "iw_nll" in lines[-1]
     evaluate.evaluate(model, images[:4], iw_samples=10, verbose=0)
     assert capsys.readouterr().out == ""
+
+
+def test_on_a_terminal_the_bar_shows_the_running_bound(capsys, monkeypatch):
+    """On a terminal the bar's `iw_nll` is the mean bound over the images done
+    so far, shown as it is, not averaged again over the batches (which
+    weighs the first batches' means most)."""
+
+    def fake_bound(model, batch, num_samples, chunk, labels, on_chunk):
+        on_chunk(num_samples)
+        return tf.reduce_mean(batch, axis=[1, 2, 3]) * 1000.0  # known per-image figures
+
+    monkeypatch.setattr(evaluate, "importance_weighted_nll", fake_bound)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    images = np.concatenate([np.zeros((8, 28, 28, 1)), np.ones((24, 28, 28, 1))])
+    result = evaluate.evaluate(VAE(latent_dim=2, seed=0), images.astype(np.float32), 5, 8)
+    shown = {float(v) for v in re.findall(r"iw_nll: ([0-9.]+)", capsys.readouterr().out)}
+    # After each batch of 8: 0 black images' mean, then 1000 per white image.
+    running = {round(1000 * n / (8 * (b + 1)), 4) for b, n in enumerate([0, 8, 16, 24])}
+    assert shown and shown <= running, (shown, running)
+    assert result["iw_nll_nats"] == pytest.approx(750.0)
 
 
 def _iw_bounds(policy):
