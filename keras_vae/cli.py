@@ -232,8 +232,8 @@ def visualize(argv=None) -> int:
         data = visualize_lib.load_run_picture_data(
             args.model, args.num_images, args.traversal_dims, args.shifted_dataset
         )
-        pictures = visualize_lib.write_pictures(data, args.model, args.pictures)
-        print(f"Report: {visualize_lib.write_report(args.model, pictures)}")
+        report = visualize_lib.update_run_pictures(data, args.model, args.pictures)
+        print(f"Report: {report}")
 
     return run(work)
 

@@ -253,7 +253,13 @@ def _set_up(config: TrainConfig) -> _Run:
         num_classes = datasets.info.num_classes if config.conditional else 0
         model = build_model(config, datasets.image_shape, datasets.steps_per_epoch, num_classes)
     picture_data = visualize.run_picture_data(
-        model, run_dir, examples, shifted, config.shifted_dataset, config.num_images
+        model,
+        run_dir,
+        examples,
+        shifted,
+        config.shifted_dataset,
+        config.num_images,
+        validation_split=config.validation_split,
     )
     return _Run(
         config, strategy, described, chief, policy, datasets, examples, run_dir, model, picture_data

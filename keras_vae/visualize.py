@@ -20,7 +20,8 @@ Pictures (`PICTURE_NAMES`):
   quantiles.
 - `latent_space`: posterior means of test images (their first two principal
   components above 2-D), coloured by class.
-- `curves`: loss, reconstruction and KL per epoch, train and test split.
+- `curves`: loss, reconstruction and KL per epoch, train and the data `fit`
+  validated on (the validation split if the run has one, else the test split).
 - `anomaly`: histograms of per-image scores (deterministic negative ELBO) on
   the test set and on a shifted set, with the AUROC.
 """
@@ -74,6 +75,8 @@ class PictureData:
         shifted_name: str. Its name, for the legend.
         num_images: int. Images in the sample and reconstruction grids.
         traversal_dims: int. Latent dimensions in the traversal picture.
+        validation_label: str. What history.csv's `val_` columns were measured
+            on, for the curves' legend.
     """
 
     model: object
@@ -85,6 +88,7 @@ class PictureData:
     shifted_name: str = "shifted"
     num_images: int = 64
     traversal_dims: int = 8
+    validation_label: str = "test split"
 
 
 # --- grids ------------------------------------------------------------------
@@ -246,7 +250,16 @@ def latent_space_plot(model, images, labels=None, class_names=()) -> np.ndarray:
     return _figure_to_array(fig)
 
 
-def curves_plot(history_csv: str) -> np.ndarray:
+CURVE_MARKERS_UP_TO = 50  # epochs
+
+
+def validation_label(validation_split: str | None) -> str:
+    """The legend of the `val_` curves: Keras validated on the run's
+    validation split if it has one, else on its test split."""
+    return f"validation ({validation_split})" if validation_split else "test split"
+
+
+def curves_plot(history_csv: str, val_label: str = "test split") -> np.ndarray:
     if not history_csv or not os.path.isfile(history_csv):
         raise PictureUnavailable("no history.csv: the run has no finished epoch")
     with open(history_csv) as f:
@@ -255,14 +268,25 @@ def curves_plot(history_csv: str) -> np.ndarray:
         raise PictureUnavailable("history.csv is empty: the run has no finished epoch")
     plt = _pyplot()
     epochs = [int(r["epoch"]) + 1 for r in rows]
+    # Markers while they can be told apart; on long runs the first epochs
+    # (hundreds of nats above the rest) would flatten the tail, so the y-axis
+    # spans the epochs after the first 5%.
+    marker = "o" if len(rows) <= CURVE_MARKERS_UP_TO else None
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     for ax, name in zip(axes, ("loss", "reconstruction", "kl"), strict=True):
-        ax.plot(epochs, [float(r[name]) for r in rows], marker="o", label="train")
+        train = [float(r[name]) for r in rows]
+        ax.plot(epochs, train, marker=marker, label="train")
         val = [(e, r.get(f"val_{name}", "NA")) for e, r in zip(epochs, rows, strict=True)]
         val = [(e, float(v)) for e, v in val if v not in ("NA", "", None)]
         if val:  # Keras's CSVLogger writes NA where an epoch had no validation
-            ax.plot(*zip(*val, strict=True), marker="o", label="test split")
+            ax.plot(*zip(*val, strict=True), marker=marker, label=val_label)
             ax.legend()
+        if len(rows) > CURVE_MARKERS_UP_TO:
+            skip = len(rows) // 20
+            tail = train[skip:] + [v for e, v in val if e > skip]
+            low, high = min(tail), max(tail)
+            margin = 0.05 * (high - low) or 1.0
+            ax.set_ylim(low - margin, high + margin)
         ax.set_title({"loss": "negative ELBO"}.get(name, name) + " (nats per image)")
         ax.set_xlabel("epoch")
     fig.tight_layout()
@@ -380,7 +404,7 @@ def _latent_space(data: PictureData):
 
 @register_picture("curves")
 def _curves(data: PictureData):
-    return curves_plot(data.history_csv), "Training curves."
+    return curves_plot(data.history_csv, data.validation_label), "Training curves."
 
 
 @register_picture("anomaly")
@@ -418,6 +442,17 @@ def write_pictures(data: PictureData, out_dir: str, names=PICTURE_NAMES) -> dict
         save_png(os.path.join(out_dir, f"{name}.png"), image)
         results[name] = {"file": f"{name}.png", "caption": caption}
     return results
+
+
+def update_run_pictures(data: PictureData, run_dir: str, names=PICTURE_NAMES) -> str:
+    """Draws `names` into a run directory, records them in metrics.json beside
+    the pictures drawn before (redrawing one keeps the others) and rewrites
+    report.html with all of them. Returns the report's path."""
+    path = os.path.join(run_dir, runs.METRICS_FILE)
+    before = runs.read_json(path).get("pictures", {}) if os.path.isfile(path) else {}
+    pictures = {**before, **write_pictures(data, run_dir, names)}
+    runs.update_metrics(run_dir, {"pictures": pictures})
+    return write_report(run_dir, pictures)
 
 
 def write_report(run_dir: str, pictures: dict) -> str:
@@ -485,13 +520,22 @@ def load_run_picture_data(run_dir, num_images=64, traversal_dims=8, shifted_data
         shifted_dataset,
         num_images,
         traversal_dims,
+        config.validation_split,
     )
 
 
 def run_picture_data(
-    model, run_dir, examples, shifted=None, shifted_name=None, num_images=64, traversal_dims=8
+    model,
+    run_dir,
+    examples,
+    shifted=None,
+    shifted_name=None,
+    num_images=64,
+    traversal_dims=8,
+    validation_split=None,
 ) -> PictureData:
-    """`PictureData` for a run: `examples` is `(images, labels, class_names)`."""
+    """`PictureData` for a run: `examples` is `(images, labels, class_names)`;
+    `validation_split` is the config's (None: `fit` validated on the test split)."""
     images, labels, class_names = examples
     return PictureData(
         model=model,
@@ -503,4 +547,5 @@ def run_picture_data(
         shifted_name=shifted_name or "shifted",
         num_images=num_images,
         traversal_dims=min(traversal_dims, model.code_dim),
+        validation_label=validation_label(validation_split),
     )
