@@ -46,7 +46,12 @@ def test_shipped_preset_reproduces_its_recorded_bound_in_a_fresh_process(name):
 
 
 def test_presets_are_shipped_and_small():
-    shipped = {"fashion_mnist_conv", "fashion_mnist_gated_mlp", "fashion_mnist_vampprior"}
+    shipped = {
+        "fashion_mnist_conv",
+        "fashion_mnist_gated_mlp",
+        "fashion_mnist_vampprior",
+        "fashion_mnist_hvae_vampprior",
+    }
     assert shipped <= set(presets.available())
     size = sum(
         os.path.getsize(os.path.join(folder, f))
