@@ -85,10 +85,13 @@ def test_generate_writes_pngs_by_class_name_and_seed(folder_run, tmp_path):
     # The same seed: identical files. The class by index: the same images as by name.
     assert cli.generate([*args[:-1], "1", "--out", str(tmp_path / "b")]) == 0
     np.testing.assert_array_equal(read_pngs(tmp_path / "b")[1], images)
-    # Another class from the same noise: other images; sneakers are darker than coats.
+    # Another class from the same noise: other images; sneakers are darker than
+    # coats. After 8 epochs the gap is ~10 grey levels (10.4 with bfloat16
+    # networks on AVX512-BF16, 10.0 in float32, `auto` on AVX2-only CPUs), so
+    # the test asks for half of it: a margin that both CPU kinds clear.
     assert cli.generate([*args[:-1], "Coat", "--out", str(tmp_path / "c")]) == 0
     coats = read_pngs(tmp_path / "c")[1]
-    assert coats.mean() > images.mean() + 10
+    assert coats.mean() > images.mean() + 5, (coats.mean(), images.mean())
     # Another seed: other images.
     assert cli.generate([*args[:5], "4", *args[6:], "--out", str(tmp_path / "d")]) == 0
     assert not np.array_equal(read_pngs(tmp_path / "d")[1], images)
