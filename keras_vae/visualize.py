@@ -250,7 +250,7 @@ def latent_space_plot(model, images, labels=None, class_names=()) -> np.ndarray:
     return _figure_to_array(fig)
 
 
-CURVE_MARKERS_UP_TO = 50  # epochs
+LONG_RUN_EPOCHS = 50  # past this, curves drop markers and zoom on the tail
 
 
 def validation_label(validation_split: str | None) -> str:
@@ -271,7 +271,8 @@ def curves_plot(history_csv: str, val_label: str = "test split") -> np.ndarray:
     # Markers while they can be told apart; on long runs the first epochs
     # (hundreds of nats above the rest) would flatten the tail, so the y-axis
     # spans the epochs after the first 5%.
-    marker = "o" if len(rows) <= CURVE_MARKERS_UP_TO else None
+    long_run = len(rows) > LONG_RUN_EPOCHS
+    marker = None if long_run else "o"
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     for ax, name in zip(axes, ("loss", "reconstruction", "kl"), strict=True):
         train = [float(r[name]) for r in rows]
@@ -281,7 +282,7 @@ def curves_plot(history_csv: str, val_label: str = "test split") -> np.ndarray:
         if val:  # Keras's CSVLogger writes NA where an epoch had no validation
             ax.plot(*zip(*val, strict=True), marker=marker, label=val_label)
             ax.legend()
-        if len(rows) > CURVE_MARKERS_UP_TO:
+        if long_run:
             skip = len(rows) // 20
             tail = train[skip:] + [v for e, v in val if e > skip]
             low, high = min(tail), max(tail)

@@ -44,45 +44,44 @@ def _history(tmp_path):
     return str(path)
 
 
+@pytest.fixture
+def figures(monkeypatch):
+    """The matplotlib figures the pictures draw, kept for inspection."""
+    kept = []
+    draw = visualize._figure_to_array
+    monkeypatch.setattr(visualize, "_figure_to_array", lambda fig: kept.append(fig) or draw(fig))
+    return kept
+
+
 @pytest.mark.parametrize(
     "validation_split, label",
     [(None, "test split"), ("train[50000:]", "validation (train[50000:])")],
 )
-def test_curves_name_the_data_fit_validated_on(tmp_path, monkeypatch, validation_split, label):
+def test_curves_name_the_data_fit_validated_on(tmp_path, figures, validation_split, label):
     """The `val_` columns are the validation split's when the run has one
     (the literature protocols), the test split's otherwise."""
     path = tmp_path / "history.csv"
     path.write_text(
         "epoch,kl,loss,reconstruction,val_kl,val_loss,val_reconstruction\n0,1,3,2,1,4,3\n"
     )
-    legends = []
-    draw = visualize._figure_to_array
-
-    def read_legends(fig):
-        legends.extend(t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts())
-        return draw(fig)
-
-    monkeypatch.setattr(visualize, "_figure_to_array", read_legends)
     model = VAE(latent_dim=2, seed=0)
     examples = (np.zeros((4, 28, 28, 1), np.float32), None, [])
     data = visualize.run_picture_data(
         model, str(tmp_path), examples, validation_split=validation_split
     )
     visualize.draw("curves", data)
+    legends = [t.get_text() for ax in figures[0].axes for t in ax.get_legend().get_texts()]
     assert legends == ["train", label] * 3
 
 
-def test_long_curves_show_the_tail(tmp_path, monkeypatch):
-    """Past `CURVE_MARKERS_UP_TO` epochs the lines lose their markers and the
+def test_long_curves_show_the_tail(tmp_path, figures):
+    """Past `LONG_RUN_EPOCHS` epochs the lines lose their markers and the
     y-axis spans the epochs after the first 5%, so that a long run's first
     epochs (far above the rest) do not flatten its tail."""
     loss = 230 + 200 * np.exp(-np.arange(400) / 5.0)  # 430 falling to 230
     rows = [f"{e},1,{v},{v - 1}" for e, v in enumerate(loss)]
     path = tmp_path / "history.csv"
     path.write_text("epoch,kl,loss,reconstruction\n" + "\n".join(rows) + "\n")
-    figures = []
-    draw = visualize._figure_to_array
-    monkeypatch.setattr(visualize, "_figure_to_array", lambda fig: figures.append(fig) or draw(fig))
     visualize.curves_plot(str(path))
     low, high = figures[0].axes[0].get_ylim()
     assert high < 235 < 400 and low < 230  # the tail, not the first epochs
