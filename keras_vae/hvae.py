@@ -43,6 +43,7 @@ import keras
 import tensorflow as tf
 
 from keras_vae.errors import UsageError
+from keras_vae.networks import z1_encoder_parts
 from keras_vae.vae import VAE, tile_samples
 
 
@@ -170,13 +171,23 @@ class HVAE(VAE):
         z2 = q2.sample(num_samples, seed=self.next_seed())  # (k, batch, latent)
         flat2 = tf.reshape(z2, [-1, self.latent_dim])  # (k * batch, latent)
         tiled, _ = tile_samples(images, None, num_samples)
-        q1 = self.posterior(*self.encode_z1(tiled, flat2, training))
+        q1 = self.posterior(*self._encode_z1_samples(images, flat2, num_samples, training))
         z1 = q1.sample(seed=self.next_seed())
         p1 = self.posterior(*self.prior_z1_params(flat2, training))
         code = tf.concat([z1, flat2], -1)
         log_px = self.likelihood_distribution(code, training).log_prob(tiled)
         level1 = tf.reshape(log_px + p1.log_prob(z1) - q1.log_prob(z1), [num_samples, -1])
         return level1 + self.prior_distribution().log_prob(z2) - q2.log_prob(z2)
+
+    def _encode_z1_samples(self, images, z2, num_samples, training=False):
+        """q(z1|x,z2) for `num_samples` samples of z2 per image (`z2` `(k * batch,
+        latent)`, sample-major): the image part of the network runs once per image."""
+        parts = z1_encoder_parts(self.encoder_z1)
+        if parts is None:  # a network of another layout: tile the images
+            return self.encode_z1(tile_samples(images, None, num_samples)[0], z2, training)
+        features, head = parts
+        tiled, _ = tile_samples(features(images, training=training), None, num_samples)
+        return self._gaussian_params(head([tiled, tf.convert_to_tensor(z2)], training=training))
 
     def _shared_networks(self) -> dict:
         shared = {"encoder_z1": self.encoder_z1, "prior_z1": self.prior_z1}

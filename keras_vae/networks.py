@@ -26,6 +26,7 @@ parameters of q(z1|x,z2) and p(z1|z2), `(batch, 2 * latent_dim)` each.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Callable
 
 import keras
@@ -347,6 +348,27 @@ def _build_hvae_z1_encoder(conv):
         )
 
     return build
+
+
+def z1_encoder_parts(encoder_z1):
+    """q(z1|x,z2)'s network as its two parts, sharing its layers (and weights):
+    `image -> features` and `[features, z2] -> parameters`, or None for a
+    network not built by `_build_hvae_z1_encoder` (no one join of the two).
+
+    The importance-weighted bound draws K samples of z2 per image; with the
+    parts it reads each image once instead of K times."""
+    if encoder_z1 not in _Z1_PARTS:
+        joins = [x for x in encoder_z1.layers if isinstance(x, keras.layers.Concatenate)]
+        parts = None
+        if len(joins) == 1 and len(encoder_z1.inputs) == 2:
+            from_x = joins[0].input[0]
+            image, z2 = encoder_z1.inputs
+            parts = (keras.Model(image, from_x), keras.Model([from_x, z2], encoder_z1.outputs[0]))
+        _Z1_PARTS[encoder_z1] = parts
+    return _Z1_PARTS[encoder_z1]
+
+
+_Z1_PARTS = weakref.WeakKeyDictionary()  # encoder_z1 -> its parts, built once
 
 
 def build_hvae_z1_prior(latent_dim, width=HVAE_HIDDEN_UNITS, dtype=None):

@@ -26,8 +26,9 @@ from keras_vae.errors import UsageError
 from keras_vae.export import runner
 from keras_vae.export.writer import export_all
 from keras_vae.hvae import HVAE
+from keras_vae.networks import z1_encoder_parts
 from keras_vae.optimizers import AdamNormGrad
-from keras_vae.vae import VAE
+from keras_vae.vae import VAE, tile_samples
 
 tfd = tfp.distributions
 
@@ -88,6 +89,9 @@ class TwoLevelLinearGaussian(GaussianToy):
         x = tf.cast(images, tf.float32)
         return HVAE._log_weights(self, x, *self.encode_top(x), num_samples)
 
+    def _encode_z1_samples(self, images, z2, num_samples, training=False):
+        return self.encode_z1(tile_samples(images, None, num_samples)[0], z2)
+
     def true_log_likelihood(self, x):
         cov = self.m @ self.m.T + self.c
         scale = tf.linalg.cholesky(self._f(cov))
@@ -120,6 +124,23 @@ def test_the_elbo_and_the_one_sample_weights_estimate_the_same_bound():
     assert np.all(np.abs(difference) < 5 * error), (difference, error)
     iw = -(tf.reduce_logsumexp(weights, axis=0) - np.log(float(n))).numpy()
     assert np.all(iw < elbo.mean(axis=1) - 5 * error)
+
+
+@pytest.mark.parametrize("architecture", ["hvae", "conv_hvae"])
+def test_the_bound_reads_each_image_once_with_the_z1_encoders_own_weights(architecture):
+    """The IW bound runs q(z1|x,z2)'s image part once per image and its z2
+    part per sample: the same parameters as the whole network on tiled images."""
+    model, k = _small(architecture), 4
+    x = random_images(3, seed=5)
+    z2 = tf.random.stateless_normal([k * 3, model.latent_dim], seed=[0, 1])
+    want = model.encode_z1(tile_samples(x, None, k)[0], z2)
+    got = model._encode_z1_samples(x, z2, k)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    features, head = z1_encoder_parts(model.encoder_z1)
+    assert features(x).shape[0] == 3  # one row per image, not per sample
+    parts = {id(v) for v in features.weights + head.weights}
+    assert parts == {id(v) for v in model.encoder_z1.weights}  # shared, none new
 
 
 def test_the_deterministic_score_is_the_two_level_elbo_at_the_means():
@@ -187,6 +208,7 @@ def test_two_level_model_trains_round_trips_and_exports(
     assert after < before  # one epoch of 8 steps on real data lowers the loss
     reloaded = assert_saving_round_trip(model, real_images[:4], tmp_path)
     assert isinstance(reloaded, HVAE)
+    assert z1_encoder_parts(reloaded.encoder_z1) is not None  # the reloaded bound reads x once
     np.testing.assert_array_equal(
         reloaded.encoder_z1.get_weights()[0], model.encoder_z1.get_weights()[0]
     )
