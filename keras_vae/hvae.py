@@ -183,11 +183,16 @@ class HVAE(VAE):
         """q(z1|x,z2) for `num_samples` samples of z2 per image (`z2` `(k * batch,
         latent)`, sample-major): the image part of the network runs once per image."""
         parts = z1_encoder_parts(self.encoder_z1)
-        if parts is None:  # a network of another layout: tile the images
-            return self.encode_z1(tile_samples(images, None, num_samples)[0], z2, training)
+        if parts is None:  # a network of another layout
+            return self._encode_z1_tiled(images, z2, num_samples, training)
         features, head = parts
         tiled, _ = tile_samples(features(images, training=training), None, num_samples)
         return self._gaussian_params(head([tiled, tf.convert_to_tensor(z2)], training=training))
+
+    def _encode_z1_tiled(self, images, z2, num_samples, training=False):
+        """`_encode_z1_samples` the plain way, for any network: the whole of
+        q(z1|x,z2) on `num_samples` tiled copies of each image."""
+        return self.encode_z1(tile_samples(images, None, num_samples)[0], z2, training)
 
     def _shared_networks(self) -> dict:
         shared = {"encoder_z1": self.encoder_z1, "prior_z1": self.prior_z1}

@@ -350,6 +350,10 @@ def _build_hvae_z1_encoder(conv):
     return build
 
 
+# encoder_z1 -> its parts, built once; an entry goes when its network does.
+_Z1_PARTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def z1_encoder_parts(encoder_z1):
     """q(z1|x,z2)'s network as its two parts, sharing its layers (and weights):
     `image -> features` and `[features, z2] -> parameters`, or None for a
@@ -366,9 +370,6 @@ def z1_encoder_parts(encoder_z1):
             parts = (keras.Model(image, from_x), keras.Model([from_x, z2], encoder_z1.outputs[0]))
         _Z1_PARTS[encoder_z1] = parts
     return _Z1_PARTS[encoder_z1]
-
-
-_Z1_PARTS = weakref.WeakKeyDictionary()  # encoder_z1 -> its parts, built once
 
 
 def build_hvae_z1_prior(latent_dim, width=HVAE_HIDDEN_UNITS, dtype=None):
