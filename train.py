@@ -1,10 +1,10 @@
-"""Train a VAE: `python train.py --dataset fashion_mnist`. See `--help`."""
+"""Train a VAE: `python train.py --dataset fashion_mnist`, an alias of `keras-vae train`."""
 
 import sys
 
-from keras_vae import cli
+from keras_vae.cli import train
 
-main = cli.train
+main = train.main
 
 if __name__ == "__main__":
-    sys.exit(cli.train())
+    sys.exit(train.main(prog="python train.py"))

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 from cli_startup import cpu_model  # noqa: E402
 
-from keras_vae import evaluate, inputs, precision, runs  # noqa: E402
+from keras_vae import evaluation, inputs, precision, runs  # noqa: E402
 
 
 def main():
@@ -44,7 +44,7 @@ def main():
             images, labels, _ = inputs.load_test_examples(
                 dataclasses.replace(config, seed=seed), args.max_images
             )
-            result = evaluate.evaluate(model, images, args.iw_samples, labels=labels, verbose=0)
+            result = evaluation.evaluate(model, images, args.iw_samples, labels=labels, verbose=0)
             bounds[run_dir, seed] = result["iw_nll_nats"]
             print(
                 f"{run_dir}, binarization seed {seed}: {result['iw_nll_nats']:.2f} nats "

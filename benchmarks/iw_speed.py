@@ -4,7 +4,7 @@
         [--samples 100]
 
 For float32 and mixed_bfloat16, and for the decoder as Keras builds it and
-in the fused inference form that `keras_vae.evaluate` uses on CPU
+in the fused inference form that `keras_vae.evaluation` uses on CPU
 (`keras_vae.decoder_forms.fused_for_inference`), it times the compiled
 `log_importance_weights` step on `--images` x `--samples` decoder passes per
 call, in alternating windows in one process. It prints the median passes/s of

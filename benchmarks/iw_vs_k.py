@@ -4,7 +4,7 @@
 
 For each K it evaluates -L_K (nats per image) on the first `--max-images`
 test images of the run's test split (a binarized run's fixed binarization),
-in float32, with `keras_vae.evaluate.evaluate`, and prints a Markdown table
+in float32, with `keras_vae.evaluation.evaluate`, and prints a Markdown table
 with the bound and the seconds each took, then the CPU model. L_1 is the ELBO (one sample), and
 -L_K falls towards -log p(x) as K grows (Burda et al. 2016).
 """
@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from cli_startup import cpu_model  # noqa: E402
 
-from keras_vae import evaluate, inputs, precision, runs  # noqa: E402
+from keras_vae import evaluation, inputs, precision, runs  # noqa: E402
 
 
 def main():
@@ -44,7 +44,7 @@ def main():
             if labels is not None and model.num_classes:
                 batch_labels = tf.constant(labels[first : first + 100], tf.int32)
             batch = tf.constant(images[first : first + 100], tf.float32)
-            nll.append(evaluate.importance_weighted_nll(model, batch, k, labels=batch_labels))
+            nll.append(evaluation.importance_weighted_nll(model, batch, k, labels=batch_labels))
         nll = np.concatenate([n.numpy() for n in nll])
         print(f"| {k} | {nll.mean():.2f} | {time.perf_counter() - start:.0f} |")
     print(f"CPU: {cpu_model()}")

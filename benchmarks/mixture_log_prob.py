@@ -7,7 +7,7 @@ A `gated_mlp` VAE (40 latents, 300 hidden units) with a VampPrior of
 seconds per call (the mean of `--repeats` after one warm-up call):
 - the prior's `log_prob` alone, at one IW chunk (40 samples x 100 images);
 - one chunk of the importance-weighted bound (`log_importance_weights`, what
-  `keras_vae.evaluate` runs 125 times per 100 images at K=5000);
+  `keras_vae.evaluation` runs 125 times per 100 images at K=5000);
 - one training step at batch 100 (`train_step`, with the gradient);
 each with TFP's `MixtureSameFamily.log_prob` (`priors.portable_densities()`)
 and with `priors.DiagonalGaussianMixture`'s, and the largest difference of

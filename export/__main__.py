@@ -1,8 +1,8 @@
-"""`python -m export`: runs `keras_vae.export.__main__` (see `--help`)."""
+"""`python -m export`: an alias of `keras-vae export`, from a checkout."""
 
 import sys
 
-from keras_vae.export.__main__ import main
+from keras_vae.cli import export
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(export.main(prog="python -m export"))

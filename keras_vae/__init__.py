@@ -1,17 +1,27 @@
 """keras-vae: variational autoencoders in Keras 3 with TFP distributions.
 
-`import keras_vae` imports the model (TensorFlow, TFP) and registers its
-classes, so that `keras.models.load_model` reloads a saved `VAE`. The one
-exception is the start of the package's own command lines: they parse their
-flags, and answer `--help`, before TensorFlow loads, and import the model
-themselves afterwards; until then the names below load on first use. That
-is also what keeps `serve_signature.py run MODEL.tflite` (and
-`keras-vae-serve`) free of TensorFlow: the LiteRT runner,
-`keras_vae.export.runner`, needs only numpy and LiteRT, but imported from a
-program of your own it comes after this file, which loads the model.
+`import keras_vae` makes `keras.models.load_model` reload a saved `VAE` or
+`HVAE`: the classes register themselves with Keras when their modules load.
+They load with Keras: at once if Keras is already imported, otherwise when
+the program first imports it. So `import keras_vae` alone imports no
+TensorFlow, which keeps every command's `--help` fast and the LiteRT runner
+(`keras_vae.export.runner`) free of TensorFlow, and the names below load on
+first use.
+
+Example:
+
+```python
+import keras
+import keras_vae
+
+model = keras_vae.VAE(latent_dim=2)
+assert isinstance(model, keras.Model)
+```
 """
 
-import os
+import importlib
+import importlib.abc
+import importlib.util
 import sys
 
 __version__ = "0.1.0"
@@ -31,36 +41,51 @@ _HOMES = {
     "available_priors": "keras_vae.priors",
     "register_prior": "keras_vae.priors",
 }
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_SCRIPTS = {
-    os.path.join(_REPO, *name)
-    for name in [("train.py",), ("serve_signature.py",), ("export", "__main__.py")]
-}
-
-
-def _starting_a_command_line() -> bool:
-    """`python -m keras_vae.X` (argv[0] is "-m" while Python finds X), a
-    `keras-vae-*` console script, or the repository's train.py,
-    serve_signature.py or `python -m export`."""
-    argv0 = sys.argv[0] if sys.argv else ""
-    return (
-        argv0 == "-m"
-        or os.path.basename(argv0).startswith("keras-vae")
-        or os.path.abspath(argv0) in _SCRIPTS
-    )
+# What registers the package's classes for `keras.models.load_model`.
+_REGISTERING_MODULES = ("keras_vae.optimizers", "keras_vae.hvae")
 
 
 def __getattr__(name):
     if name not in _HOMES:
         raise AttributeError(f"module 'keras_vae' has no attribute {name!r}")
-    import importlib
-
     return getattr(importlib.import_module(_HOMES[name]), name)
 
 
-if not _starting_a_command_line():
-    import keras_vae.optimizers  # noqa: E402, F401  (registers AdamNormGrad for load_model)
-    from keras_vae.hvae import HVAE  # noqa: E402
-    from keras_vae.likelihoods import available_likelihoods, register_likelihood  # noqa: E402
-    from keras_vae.priors import available_priors, register_prior  # noqa: E402
-    from keras_vae.vae import VAE  # noqa: E402
+def _register_with_keras() -> None:
+    for module in _REGISTERING_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            # Keras was imported by one of these modules' own imports, half-way
+            # through: that import registers the classes when it completes.
+            pass
+
+
+class _AfterKerasImport(importlib.abc.MetaPathFinder):
+    """Registers the package's classes right after `keras` itself is imported.
+
+    It finds nothing itself: for `keras`, it asks the other finders and wraps
+    the loader so that the registration runs once Keras has loaded whole.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "keras":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_register(module):
+            exec_module(module)
+            _register_with_keras()
+
+        spec.loader.exec_module = exec_then_register
+        return spec
+
+
+if "keras" in sys.modules:
+    _register_with_keras()
+elif not any(isinstance(f, _AfterKerasImport) for f in sys.meta_path):
+    sys.meta_path.insert(0, _AfterKerasImport())

@@ -53,6 +53,25 @@ PROTOCOLS = {
 }
 
 
+# K of the IW bound: 20 times the papers' 5000. Above it, the bound would run
+# for days on a CPU (the refusal says how long; `iw_cost` below).
+MAX_IW_SAMPLES = 100_000
+# Decoder passes per second of the IW bound: a round figure for 2 CPU cores
+# (benchmarks/iw_speed.py measured 35k-58k for the two-level preset). Only for
+# the order of magnitude a refusal and the estimate before the work print.
+IW_PASSES_PER_SECOND = 40_000
+
+
+def iw_cost(iw_samples: int, images: int) -> str:
+    """`"1.0e+09 decoder passes, about 7 hours"`: what a bound would cost."""
+    passes = iw_samples * images
+    seconds = passes / IW_PASSES_PER_SECOND
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{passes:.1e} decoder passes, about {seconds / size:.0f} {unit} on 2 CPU cores"
+    return f"{passes:.1e} decoder passes, about {max(seconds, 1):.0f} s on 2 CPU cores"
+
+
 def dataset_is_path(name: str) -> bool:
     """Whether `--dataset` names a folder or array file rather than a TFDS dataset."""
     return (
@@ -85,13 +104,17 @@ class TrainConfig:
         "fashion_mnist",
         "TFDS image dataset name, or a folder of images (class subfolders become labels; "
         "train/ and test/ subfolders the splits) or a .npz/.npy file of uint8 images.",
+        group="Data",
     )
-    data_dir: str | None = _field(None, "TFDS data directory (default: TFDS's own).")
-    download: bool = _field(False, "Let TFDS download the dataset (needs internet).")
-    train_split: str = _field("train", "TFDS split to train on.")
-    test_split: str = _field("test", "TFDS split to evaluate on.")
+    data_dir: str | None = _field(None, "TFDS data directory (default: TFDS's own).", group="Data")
+    download: bool = _field(False, "Let TFDS download the dataset (needs internet).", group="Data")
+    train_split: str = _field("train", "TFDS split to train on.", group="Data")
+    test_split: str = _field("test", "TFDS split to evaluate on.", group="Data")
     image_size: int | None = _field(
-        None, "Resize images to SIZE x SIZE (e.g. 64 for celeb_a).", min=1
+        None,
+        "Resize images to SIZE x SIZE (e.g. 64 for celeb_a).",
+        min=1,
+        group="Data",
     )
     test_fraction: float = _field(
         0.1,
@@ -99,17 +122,20 @@ class TrainConfig:
         "(seeded) as the 'test' split.",
         above=0,
         below=1,
+        group="Data",
     )
     channels: int | None = _field(
         None,
         "Convert images to 1 (grey) or 3 (RGB) channels (default: the data's own).",
         choices=(1, 3),
+        group="Data",
     )
     binarize: str = _field(
         "none",
         "Pixel binarization: none (keep [0,1] intensities), dynamic (fresh "
         "Bernoulli pixels each time an image is seen) or static (once, seeded).",
         choices=choices.BINARIZE_MODES,
+        group="Data",
     )
     # --- model ---
     architecture: str = _field(
@@ -119,12 +145,20 @@ class TrainConfig:
         "paper's two-level models, each level --latent-dim: hvae (GatedDense) and "
         "conv_hvae (gated convolutions of --base-filters).",
         choices=choices.ARCHITECTURES,
+        group="Model",
     )
-    latent_dim: int = _field(16, "Size of the latent vector z.", min=1)
-    likelihood: str = _field("bernoulli", "Pixel likelihood p(x|z).", choices=choices.LIKELIHOODS)
-    prior: str = _field("standard_normal", "Latent prior p(z).", choices=choices.PRIORS)
+    latent_dim: int = _field(16, "Size of the latent vector z.", min=1, group="Model")
+    likelihood: str = _field(
+        "bernoulli", "Pixel likelihood p(x|z).", choices=choices.LIKELIHOODS, group="Model"
+    )
+    prior: str = _field(
+        "standard_normal", "Latent prior p(z).", choices=choices.PRIORS, group="Model"
+    )
     prior_components: int | None = _field(
-        None, "Components of a mixture or vamp prior (default: 10 and 50).", min=1
+        None,
+        "Components of a mixture or vamp prior (default: 10 and 50).",
+        min=1,
+        group="Model",
     )
     pseudo_inputs: str = _field(
         "sigmoid",
@@ -132,44 +166,69 @@ class TrainConfig:
         "or hardtanh (clipped to [0, 1], started N(0.05, 0.01): near black, as the "
         "paper's code).",
         choices=choices.PSEUDO_INPUTS,
+        group="Model",
     )
     conditional: bool = _field(
-        False, "Condition encoder and decoder on the dataset's labels (generate chosen classes)."
+        False,
+        "Condition encoder and decoder on the dataset's labels (generate chosen classes).",
+        group="Model",
     )
-    beta: float = _field(1.0, "Weight of the KL term in the training objective.", min=0)
+    beta: float = _field(
+        1.0, "Weight of the KL term in the training objective.", min=0, group="Objective"
+    )
     objective: str = _field(
         "elbo",
         "Training objective: elbo, or iwae (importance-weighted, --iw-k samples).",
         choices=choices.OBJECTIVES,
+        group="Objective",
     )
-    iw_k: int = _field(5, "Samples per image of the IWAE objective.", min=1)
+    iw_k: int = _field(5, "Samples per image of the IWAE objective.", min=1, group="Objective")
     kl_warmup_epochs: float = _field(
-        0.0, "Grow the KL weight linearly from 0 to --beta over this many epochs (0: off).", min=0
+        0.0,
+        "Grow the KL weight linearly from 0 to --beta over this many epochs (0: off).",
+        min=0,
+        group="Objective",
     )
-    free_bits: float = _field(0.0, "Floor in nats on each latent dimension's KL (0: off).", min=0)
+    free_bits: float = _field(
+        0.0, "Floor in nats on each latent dimension's KL (0: off).", min=0, group="Objective"
+    )
     base_filters: int = _field(
-        32, "conv: filters of the first convolution (doubled per stage).", min=1
+        32,
+        "conv: filters of the first convolution (doubled per stage).",
+        min=1,
+        group="Model",
     )
-    hidden_units: int = _field(300, "gated_mlp: units of each GatedDense layer.", min=1)
+    hidden_units: int = _field(
+        300, "gated_mlp: units of each GatedDense layer.", min=1, group="Model"
+    )
     # --- optimisation ---
-    epochs: int = _field(10, "Training epochs (in all, counting a resumed run's).", min=1)
-    batch_size: int = _field(128, "Global batch size.", min=1)
-    learning_rate: float = _field(1e-3, "Adam learning rate.", above=0)
+    epochs: int = _field(
+        10, "Training epochs (in all, counting a resumed run's).", min=1, group="Training"
+    )
+    batch_size: int = _field(128, "Global batch size.", min=1, group="Training")
+    learning_rate: float = _field(1e-3, "Adam learning rate.", above=0, group="Training")
     normalize_gradients: bool = _field(
         False,
         "Divide each gradient by its L2 norm before Adam (the VampPrior paper's AdamNormGrad).",
+        group="Training",
     )
     clipnorm: float | None = _field(
-        None, "Clip each gradient to this norm (default: no clipping).", above=0
+        None,
+        "Clip each gradient to this norm (default: no clipping).",
+        above=0,
+        group="Training",
     )
     validation_split: str | None = _field(
-        None, "TFDS split for validation, e.g. 'train[50000:]' (default: curves on --test-split)."
+        None,
+        "TFDS split for validation, e.g. 'train[50000:]' (default: curves on --test-split).",
+        group="Data",
     )
     early_stopping: int = _field(
         0,
         "Stop after this many epochs without validation improvement, keeping the best; "
         "epochs of KL warm-up do not count (0: off).",
         min=0,
+        group="Training",
     )
     protocol: str = _field(
         "none",
@@ -179,16 +238,20 @@ class TrainConfig:
         "VampPrior paper's gated_mlp, 40 latents, batch 100, lr 5e-4, "
         "--normalize-gradients, KL warm-up 100 epochs, patience 50, 2000 epochs).",
         choices=tuple(PROTOCOLS),
+        group="Training",
     )
-    seed: int | None = _field(None, "Random seed; the same seed gives identical losses on CPU.")
+    seed: int | None = _field(
+        None, "Random seed; the same seed gives identical losses on CPU.", group="Training"
+    )
     mixed_precision: str = _field(
         "auto",
         "Compute dtype policy of the networks (distributions stay float32). auto: "
         "mixed_bfloat16 on CPUs with native bfloat16 (AVX512-BF16, AMX) and on TPUs, "
         "mixed_float16 on GPUs, else float32.",
         choices=choices.PRECISIONS,
+        group="Training",
     )
-    jit_compile: bool = _field(False, "Compile the train step with XLA.")
+    jit_compile: bool = _field(False, "Compile the train step with XLA.", group="Training")
     # --- devices ---
     strategy: str = _field(
         "auto",
@@ -196,34 +259,55 @@ class TrainConfig:
         "else default), default, one_device, mirrored, multi_worker (reads TF_CONFIG) "
         "or tpu.",
         choices=choices.STRATEGIES,
+        group="Devices",
     )
-    tpu: str | None = _field(None, "TPU for --strategy tpu: a name, grpc:// address or local.")
+    tpu: str | None = _field(
+        None, "TPU for --strategy tpu: a name, grpc:// address or local.", group="Devices"
+    )
     logical_cpus: int | None = _field(
-        None, "Split the CPU into N logical devices (to run mirrored on one CPU).", min=1
+        None,
+        "Split the CPU into N logical devices (to run mirrored on one CPU).",
+        min=1,
+        group="Devices",
     )
     # --- outputs ---
     output_dir: str | None = _field(
-        None, "Run directory (default: runs/DATASET-TIMESTAMP). Never overwritten."
+        None,
+        "Run directory (default: runs/DATASET-TIMESTAMP). Never overwritten.",
+        group="Output",
     )
-    resume: bool = _field(False, "Resume the interrupted run in --output-dir.")
-    num_images: int = _field(64, "Images in the sample and reconstruction grids.", min=1)
+    resume: bool = _field(False, "Resume the interrupted run in --output-dir.", group="Training")
+    num_images: int = _field(
+        64, "Images in the sample and reconstruction grids.", min=1, group="Evaluation"
+    )
     iw_samples: int = _field(
         100,
         "K of the importance-weighted bound computed on the test split at the end "
-        "(0: skip). Its cost is K decoder passes per image: K=100 on 1,000 images takes "
-        "about 10 s for the default model on 2 CPU cores; papers use K=5000 on all.",
+        "(0: skip); it costs K decoder passes per image. Papers use K=5000 on the whole "
+        f"split. At most {MAX_IW_SAMPLES:,}.",
         min=0,
+        max=MAX_IW_SAMPLES,
+        group="Evaluation",
     )
     iw_images: int = _field(
-        1000, "Test images of the end-of-run IW bound: the first N (0: the whole split).", min=0
+        1000,
+        "Test images of the end-of-run IW bound: the first N (0: the whole split).",
+        min=0,
+        group="Evaluation",
     )
     shifted_dataset: str | None = _field(
-        None, "TFDS dataset to score against the test set in the anomaly picture (e.g. mnist)."
+        None,
+        "TFDS dataset to score against the test set in the anomaly picture (e.g. mnist).",
+        group="Evaluation",
     )
     export: bool = _field(
-        True, "Export a SavedModel (TF Serving) and TFLite files (LiteRT) at the end."
+        True,
+        "Export a SavedModel (TF Serving) and TFLite files (LiteRT) at the end.",
+        group="Output",
     )
-    model_name: str = _field("vae", "Model name for TF Serving: saved_model/NAME/VERSION.")
+    model_name: str = _field(
+        "vae", "Model name for TF Serving: saved_model/NAME/VERSION.", group="Output"
+    )
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -321,7 +405,13 @@ def _check_field(f: dataclasses.Field, value) -> None:
         raise UsageError(
             f"Invalid value received for {flag}. Expected a finite number. Received: {value}"
         )
-    low, above, below = (f.metadata.get(k) for k in ("min", "above", "below"))
+    low, above, below, high = (f.metadata.get(k) for k in ("min", "above", "below", "max"))
+    if f.name == "iw_samples" and value > high:
+        raise UsageError(
+            f"Invalid value received for {flag}. Expected a value <= {high:,}. Received: "
+            f"{value:,}, which would cost {iw_cost(value, 1000)} for 1,000 test images. "
+            "Papers use 5000."
+        )
     if (
         (low is not None and value < low)
         or (above is not None and value <= above)
@@ -354,30 +444,40 @@ def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def build_parser(**kwargs) -> argparse.ArgumentParser:
-    """An argparse parser with one flag per `TrainConfig` field.
+# The order of the flag groups in `--help`.
+FLAG_GROUPS = ("Data", "Model", "Objective", "Training", "Evaluation", "Devices", "Output")
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Adds one flag per `TrainConfig` field to `parser`, in its group.
 
     Defaults are suppressed so that `parse_config` can tell which flags were
     given (needed to merge them into a resumed run's config).
     """
-    parser = argparse.ArgumentParser(
-        argument_default=argparse.SUPPRESS,
-        **kwargs,
-    )
+    parser = parser or argparse.ArgumentParser()
+    parser.argument_default = argparse.SUPPRESS
+    groups = {name: parser.add_argument_group(name) for name in FLAG_GROUPS}
     for f in dataclasses.fields(TrainConfig):
+        group = groups[f.metadata["group"]]
         flag = "--" + _flag(f.name)
         help_text = f.metadata["help"]
         if "default" not in help_text:
             help_text += f" (default: {f.default})"
         if f.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+            group.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
             continue
         type_ = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
-        parser.add_argument(
+        group.add_argument(
             flag,
             type=type_,
             choices=f.metadata.get("choices"),
             metavar=f.name.upper() if not f.metadata.get("choices") else None,
+            default=argparse.SUPPRESS,
             help=help_text,
         )
     return parser
@@ -387,6 +487,7 @@ def parse_config(argv=None, parser=None) -> TrainConfig:
     """Flags -> `TrainConfig`; with `--resume`, the saved config plus overrides."""
     parser = parser or build_parser()
     given = vars(parser.parse_args(argv))
+    given.pop("verbose", None)  # a console flag, not part of the config
     if not given.get("resume"):
         return TrainConfig.from_flags(**given)
     if not given.get("output_dir"):

@@ -9,3 +9,8 @@ catches `ValueError` keeps working.
 
 class UsageError(ValueError):
     """Bad input from a user: a flag, a file, a dataset, a combination of options."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C caught by the library, with a line for the user: what was kept
+    and the command that goes on. The command lines print it and exit 130."""

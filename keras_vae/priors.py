@@ -5,7 +5,7 @@ the model) whose `distribution()` returns a TFP distribution over `(latent_dim,)
 vectors, and whose `from_noise(noise, uniform)` writes a sample as a function
 of standard normal noise (and, for mixtures, a uniform that picks the
 component), returning `{"z": ...}` (plus `"component"` for mixtures): the
-exported signatures and `keras_vae.generate` sample through it. Register a new one
+exported signatures and `keras_vae.generation` sample through it. Register a new one
 with `@register_prior("name")` on the class.
 """
 

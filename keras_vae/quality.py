@@ -29,7 +29,7 @@ import time
 import keras
 import numpy as np
 
-from keras_vae import generate, inputs, runs, samplers
+from keras_vae import generation, inputs, runs, samplers
 from keras_vae.errors import UsageError
 
 CLASSIFIER_FILE = "quality_classifier.keras"
@@ -190,7 +190,7 @@ def sample_quality(run_dir: str, count: int = DEFAULT_COUNT, seed: int = 0) -> d
     }
     for sampler in samplers.SAMPLERS:
         gmm = samplers.run_gmm(run_dir, model, config) if sampler == "gmm" else None
-        images = generate.generate_images(model, len(test_x), sampler, gmm, seed=seed)
+        images = generation.generate_images(model, len(test_x), sampler, gmm, seed=seed)
         result[sampler] = compare(real, features(extractor, images))
         print(f"{sampler}: {result[sampler]}")
     runs.update_metrics(run_dir, {"sample_quality": result})

@@ -11,7 +11,7 @@
 A run's GMM is fitted once and kept as `RUN/gmm_sampler.npz` (plain arrays,
 no pickle); `run_gmm` reads it back. Both samplers draw from the same
 randomness, standard normal `noise (n, latent)` and `uniform (n,)`, so that a
-seed gives the same images in `keras_vae.generate`, and the exported
+seed gives the same images in `keras_vae.generation`, and the exported
 `generate_gmm` signature samples through the same `from_noise`.
 """
 
@@ -22,7 +22,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import choices, evaluate, inputs, presets, priors, runs
+from keras_vae import choices, evaluation, inputs, presets, priors, runs
 from keras_vae.errors import UsageError
 
 SAMPLERS = choices.SAMPLERS
@@ -110,7 +110,7 @@ def run_gmm(run_dir: str, model, config) -> GaussianMixtureSampler:
         return gmm
     print(f"Fitting the GMM sampler ({GMM_COMPONENTS} components) to the training images...")
     images, labels, _ = inputs.load_train_images(config)
-    latents, _ = evaluate.posterior_statistics(
+    latents, _ = evaluation.posterior_statistics(
         model, images, labels=labels if model.num_classes else None
     )
     gmm = GaussianMixtureSampler.fit(latents)

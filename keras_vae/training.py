@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import data, distribute, evaluate, inputs, precision, runs, samplers, visualize
+from keras_vae import data, distribute, evaluation, inputs, pictures, precision, runs, samplers
 from keras_vae.config import TrainConfig
 from keras_vae.errors import UsageError
 from keras_vae.export.writer import export_all
@@ -40,22 +40,13 @@ def build_model(
     config: TrainConfig, image_shape, steps_per_epoch: int = 1, num_classes: int = 0
 ) -> VAE:
     """The compiled `VAE` (or two-level `HVAE`) a config describes."""
+    # The model's hyperparameters are its constructor's: the config fields of the
+    # same names, plus what the data and the epoch length decide.
+    given = {name: getattr(config, name) for name in VAE.hyperparameters() if hasattr(config, name)}
     model = VAE.class_for({"architecture": config.architecture})(
+        **given,
         image_shape=image_shape,
-        latent_dim=config.latent_dim,
-        likelihood=config.likelihood,
-        prior=config.prior,
-        beta=config.beta,
-        base_filters=config.base_filters,
-        architecture=config.architecture,
-        hidden_units=config.hidden_units,
-        seed=config.seed,
-        objective=config.objective,
-        iw_k=config.iw_k,
         kl_warmup_steps=round(config.kl_warmup_epochs * steps_per_epoch),
-        free_bits=config.free_bits,
-        prior_components=config.prior_components,
-        pseudo_inputs=config.pseudo_inputs,
         num_classes=num_classes,
     )
     adam = AdamNormGrad if config.normalize_gradients else keras.optimizers.Adam
@@ -78,8 +69,8 @@ class ImageSummaries(keras.callbacks.Callback):
         with self.writer.as_default():
             for name in EPOCH_PICTURES:
                 try:
-                    image, _ = visualize.draw(name, self.picture_data)
-                except visualize.PictureUnavailable:
+                    image = pictures.draw(name, self.picture_data)[0]
+                except pictures.PictureUnavailable:
                     continue
                 tf.summary.image(name, image[None], step=epoch)
         self.writer.flush()
@@ -186,7 +177,7 @@ class _Run:
     examples: tuple  # (images, labels, class names) behind the pictures
     run_dir: str
     model: VAE
-    picture_data: visualize.PictureData
+    picture_data: pictures.PictureData
 
 
 def _set_up(config: TrainConfig) -> _Run:
@@ -195,16 +186,10 @@ def _set_up(config: TrainConfig) -> _Run:
     strategy = distribute.make_strategy(config.strategy, config.tpu)
     distribute.check_batch_size(config.batch_size, strategy)
     described = distribute.describe(strategy)
-    print(
-        f"Strategy: {described['name']} with {described['replicas']} replica(s) on "
-        f"{described['workers']} worker(s); global batch {config.batch_size}, "
-        f"{config.batch_size // described['replicas']} per replica."
-    )
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     policy = precision.resolve(config.mixed_precision, strategy)
     keras.mixed_precision.set_global_policy(policy)
-    print(f"Precision: {policy}")
     datasets = inputs.load_datasets(config, strategy)
     examples = inputs.load_test_examples(config, inputs.PICTURE_IMAGES)
     shifted = None
@@ -246,13 +231,11 @@ def _set_up(config: TrainConfig) -> _Run:
         print(f"The run trained its {done} epochs but was not finished: finishing it.")
     if chief:
         runs.record_command(run_dir)
-    print(
-        f"Run directory: {run_dir}  (data: {datasets.info.source}, images {datasets.image_shape})"
-    )
     with strategy.scope():
         num_classes = datasets.info.num_classes if config.conditional else 0
         model = build_model(config, datasets.image_shape, datasets.steps_per_epoch, num_classes)
-    picture_data = visualize.run_picture_data(
+    print(_plan(config, described, policy, datasets, run_dir, model))
+    picture_data = pictures.run_picture_data(
         model,
         run_dir,
         examples,
@@ -264,6 +247,30 @@ def _set_up(config: TrainConfig) -> _Run:
     return _Run(
         config, strategy, described, chief, policy, datasets, examples, run_dir, model, picture_data
     )
+
+
+def _plan(config, described, policy, datasets, run_dir, model) -> str:
+    """What the run will do, in a few lines, before the first epoch."""
+    info = datasets.info
+    source = "" if info.source == "tfds" else f" from {info.source}"
+    shape = "x".join(map(str, datasets.image_shape))
+    prior = config.prior + (f" ({config.prior_components})" if config.prior_components else "")
+    strategy_name = described["name"].replace("_DefaultDistributionStrategy", "default")
+    lines = [
+        f"Data:       {info.name}{source}; {config.train_split} for training, "
+        f"{config.test_split} for test"
+        + (f", {config.validation_split} for validation" if config.validation_split else "")
+        + f"; images {shape}, binarize {config.binarize}",
+        f"Model:      {config.architecture}, {config.latent_dim} latents, prior {prior}, "
+        f"likelihood {config.likelihood}, objective {config.objective}; "
+        f"{model.count_params():,} parameters",
+        f"Strategy:   {strategy_name}, {described['replicas']} replica(s) on "
+        f"{described['workers']} worker(s); global batch {config.batch_size}, "
+        f"{datasets.steps_per_epoch} steps per epoch",
+        f"Precision:  {policy}",
+        f"Run:        {run_dir}, {config.epochs} epochs",
+    ]
+    return "\n".join(lines)
 
 
 def _callbacks(run: _Run) -> list:
@@ -380,12 +387,12 @@ def _write_artifacts(run: _Run, record: dict) -> dict:
         where = "the test split" if count is None else f"the first {count} test images"
         print(f"Importance-weighted bound, K={config.iw_samples}, on {where}:")
         images, labels, _ = inputs.load_test_examples(config, count)
-        result = evaluate.evaluate(model, images, config.iw_samples, labels=labels)
+        result = evaluation.evaluate(model, images, config.iw_samples, labels=labels)
         result.update(split=config.test_split, precision=model.dtype_policy.name)
-        metrics[evaluate.metrics_key(count, len(images))] = result
-    metrics["pictures"] = visualize.write_pictures(run.picture_data, run_dir)
+        metrics[evaluation.metrics_key(count, len(images))] = result
+    metrics["pictures"] = pictures.write_pictures(run.picture_data, run_dir)
     runs.write_json(os.path.join(run_dir, runs.METRICS_FILE), metrics)
-    visualize.write_report(run_dir, metrics["pictures"])
+    pictures.write_report(run_dir, metrics["pictures"])
     return metrics
 
 

@@ -26,6 +26,7 @@ otherwise. Training minimises reconstruction + beta * kl; the reported
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import keras
@@ -461,26 +462,19 @@ class VAE(keras.Model):
         images, labels = _split(data)
         return self._update_metrics(self.negative_elbo(images, sample=True, labels=labels))
 
+    # Constructor arguments that are objects, not hyperparameters: not in the config.
+    _INJECTED = ("encoder", "decoder", "prior_layer", "level_networks")
+
+    @classmethod
+    def hyperparameters(cls) -> tuple[str, ...]:
+        """The constructor's hyperparameter names: the one list behind `get_config`,
+        `training.build_model` and the `TrainConfig` fields of the same names."""
+        names = inspect.signature(VAE.__init__).parameters
+        return tuple(n for n in names if n not in ("self", "kwargs", *cls._INJECTED))
+
     def get_config(self):
-        return {
-            **super().get_config(),
-            "image_shape": list(self.image_shape),
-            "latent_dim": self.latent_dim,
-            "likelihood": self.likelihood,
-            "prior": self.prior,
-            "beta": self.beta,
-            "base_filters": self.base_filters,
-            "seed": self.seed,
-            "objective": self.objective,
-            "iw_k": self.iw_k,
-            "kl_warmup_steps": self.kl_warmup_steps,
-            "free_bits": self.free_bits,
-            "prior_components": self.prior_components,
-            "num_classes": self.num_classes,
-            "architecture": self.architecture,
-            "hidden_units": self.hidden_units,
-            "pseudo_inputs": self.pseudo_inputs,
-        }
+        config = {name: getattr(self, name) for name in self.hyperparameters()}
+        return {**super().get_config(), **config, "image_shape": list(self.image_shape)}
 
     # --- presets -----------------------------------------------------------
 

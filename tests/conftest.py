@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_probability as tfp  # noqa: E402
 
-from keras_vae import data, evaluate  # noqa: E402
+from keras_vae import data, evaluation  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,7 +106,9 @@ def assert_iw_bound_converges_from_above(model, x, true_nll: float, tolerance: f
     (K = 1) is clearly looser."""
     bounds = [
         float(
-            evaluate.importance_weighted_nll(model, tf.constant(x), k, chunk=50_000).numpy().mean()
+            evaluation.importance_weighted_nll(model, tf.constant(x), k, chunk=50_000)
+            .numpy()
+            .mean()
         )
         for k in (1, 10, 100, 2000)
     ]

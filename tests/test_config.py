@@ -109,27 +109,34 @@ def test_a_saved_config_with_unknown_keys_or_bad_json_is_named(tmp_path):
 
 
 def test_the_cli_choices_are_the_registries():
-    from keras_vae import likelihoods, priors, visualize
+    from keras_vae import likelihoods, pictures, priors
 
     assert choices.LIKELIHOODS == tuple(likelihoods.available_likelihoods())
     assert choices.PRIORS == tuple(priors.available_priors())
     assert choices.ARCHITECTURES == tuple(networks.ARCHITECTURES)
     two_level = tuple(name for name, a in networks.ARCHITECTURES.items() if a.levels == 2)
     assert choices.TWO_LEVEL_ARCHITECTURES == two_level
-    assert choices.PICTURES == tuple(visualize.PICTURES)
+    assert choices.PICTURES == tuple(pictures.PICTURES)
     assert choices.PSEUDO_INPUTS == tuple(priors.VampPrior.forms)
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["train.py"],
-        ["-m", "keras_vae.evaluate"],
-        ["-m", "keras_vae.visualize"],
-        ["-m", "export"],
-        ["serve_signature.py"],
-    ],
-)
+# Every way in: the one command and its subcommands, and the older aliases.
+HELP_COMMANDS = [
+    ["-m", "keras_vae"],
+    *(["-m", "keras_vae", name] for name in ("train", "evaluate", "visualize", "generate")),
+    *(["-m", "keras_vae", name] for name in ("export", "serve", "presets")),
+    ["-m", "keras_vae", "serve", "run"],
+    ["train.py"],
+    ["-m", "keras_vae.evaluate"],
+    ["-m", "keras_vae.visualize"],
+    ["-m", "keras_vae.generate"],
+    ["-m", "keras_vae.export"],
+    ["-m", "export"],
+    ["serve_signature.py"],
+]
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS, ids=" ".join)
 def test_help_loads_no_tensorflow(command):
     # `-X importtime` lists every module the process imported.
     result = subprocess.run(
@@ -147,13 +154,88 @@ def test_help_loads_no_tensorflow(command):
         assert heavy not in imported, f"{' '.join(command)} --help imported {heavy}"
 
 
-def test_importing_the_package_loads_no_tfds_and_registers_the_model():
-    code = (
-        "import sys, keras_vae, keras; "
-        "print('tensorflow_datasets' in sys.modules, "
-        "keras.saving.get_registered_object('keras_vae>VAE') is keras_vae.VAE)"
+def test_the_top_level_help_lists_every_command_with_one_line():
+    from keras_vae import cli
+
+    text = cli.top_parser().format_help()
+    for name, module in cli.COMMANDS.items():
+        assert name in text and module.HELP.split()[0] in text
+        assert "\n" not in module.HELP
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["no-such-command"])
+    assert stopped.value.code == 2
+
+
+def test_every_subcommand_groups_its_flags_and_ends_with_examples():
+    from keras_vae import cli
+
+    for name, module in cli.COMMANDS.items():
+        if name in ("serve", "presets"):
+            continue  # their flags belong to their own subcommands
+        parser = module.build_parser()
+        titles = [g.title for g in parser._action_groups]
+        own = [
+            g for g in parser._action_groups if g.title not in ("options", "positional arguments")
+        ]
+        assert own, f"{name}: no argument groups"
+        assert sum(len(g._group_actions) for g in own) >= 1, titles
+        assert parser.epilog.startswith("examples:") and len(parser.epilog.splitlines()) >= 3
+    train_groups = [g.title for g in cli.train.build_parser()._action_groups]
+    for title in config.FLAG_GROUPS:
+        assert title in train_groups
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["-m", "keras_vae", "evaluate"],
+        ["-m", "keras_vae.evaluate"],
+        ["-m", "keras_vae", "visualize"],
+        ["-m", "keras_vae.visualize"],
+        ["-m", "keras_vae", "generate"],
+        ["-m", "keras_vae.generate"],
+        ["-m", "keras_vae", "export"],
+        ["-m", "keras_vae.export"],
+        ["-m", "export"],
+    ],
+    ids=" ".join,
+)
+def test_each_old_entry_point_runs_its_command(command, tmp_path):
+    """Each way in reaches its command's work: the missing run is refused by it."""
+    missing = str(tmp_path / "no-such-run")
+    extra = ["--grid", str(tmp_path / "g.png")] if "generate" in command[-1] else []
+    result = subprocess.run(
+        [sys.executable, *command, "--model", missing, *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/"
-    )
-    assert out.stdout.split() == ["False", "True"], out.stderr[-2000:]
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "no-such-run" in last, result.stderr[-2000:]
+
+
+def test_importing_the_package_loads_no_tensorflow_and_still_registers_the_model():
+    """`import keras_vae` alone loads no TensorFlow; with Keras imported before or
+    after it, `load_model` finds the VAE."""
+    for code, expected in (
+        (
+            "import sys, keras_vae; print('tensorflow' in sys.modules, 'keras' in sys.modules)",
+            ["False", "False"],
+        ),
+        (
+            "import sys, keras_vae, keras; print('tensorflow_datasets' in sys.modules, "
+            "keras.saving.get_registered_object('keras_vae>VAE') is keras_vae.VAE)",
+            ["False", "True"],
+        ),
+        (
+            "import sys, keras, keras_vae; print('tensorflow_datasets' in sys.modules, "
+            "keras.saving.get_registered_object('keras_vae>HVAE') is keras_vae.HVAE)",
+            ["False", "True"],
+        ),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/"
+        )
+        assert out.stdout.split() == expected, (code, out.stderr[-2000:])

@@ -13,7 +13,7 @@ from conftest import (
     assert_saving_round_trip,
 )
 
-from keras_vae import cli, decoder_forms, evaluate, precision
+from keras_vae import cli, decoder_forms, evaluation, precision
 from keras_vae.config import TrainConfig
 from keras_vae.vae import VAE
 
@@ -66,13 +66,13 @@ def test_iw_bound_converges_to_the_true_likelihood_from_above():
 def test_chunking_does_not_change_the_bound():
     toy = LinearGaussian(seed=3)
     x = tf.constant(toy.b[None].repeat(50, 0) + 1.0)
-    small = evaluate.importance_weighted_nll(toy, x, 500, chunk=100).numpy().mean()
-    large = evaluate.importance_weighted_nll(toy, x, 500, chunk=100_000).numpy().mean()
+    small = evaluation.importance_weighted_nll(toy, x, 500, chunk=100).numpy().mean()
+    large = evaluation.importance_weighted_nll(toy, x, 500, chunk=100_000).numpy().mean()
     assert abs(small - large) < 0.05  # different draws, same estimate
     # Every chunk reports its progress: 50 images x 500 samples in chunks of 100
     # decoder passes is 2 samples per chunk, 250 reports, the last at K.
     done = []
-    evaluate.importance_weighted_nll(toy, x, 500, chunk=100, on_chunk=done.append)
+    evaluation.importance_weighted_nll(toy, x, 500, chunk=100, on_chunk=done.append)
     assert len(done) == 250 and done == sorted(done) and done[-1] == 500
 
 
@@ -82,13 +82,13 @@ def test_off_a_terminal_the_progress_is_ten_lines(capsys):
     time left, not a redrawn bar per chunk."""
     model = VAE(latent_dim=2, seed=0)
     images = np.random.default_rng(0).random((40, 28, 28, 1)).astype(np.float32)
-    evaluate.evaluate(model, images, iw_samples=300, batch_size=4, chunk=100)
+    evaluation.evaluate(model, images, iw_samples=300, batch_size=4, chunk=100)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("IW bound")]
     assert len(lines) == 11, lines
     assert lines[0] == "IW bound: started on 40 images, K=300"
     assert lines[1].startswith("IW bound: 4/40 images (10%)") and "left" in lines[1]
     assert lines[-1].startswith("IW bound: 40/40 images (100%)") and "iw_nll" in lines[-1]
-    evaluate.evaluate(model, images[:4], iw_samples=10, verbose=0)
+    evaluation.evaluate(model, images[:4], iw_samples=10, verbose=0)
     assert capsys.readouterr().out == ""
 
 
@@ -101,10 +101,10 @@ def test_on_a_terminal_the_bar_shows_the_running_bound(capsys, monkeypatch):
         on_chunk(num_samples)
         return tf.reduce_mean(batch, axis=[1, 2, 3]) * 1000.0  # known per-image figures
 
-    monkeypatch.setattr(evaluate, "importance_weighted_nll", fake_bound)
+    monkeypatch.setattr(evaluation, "importance_weighted_nll", fake_bound)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     images = np.concatenate([np.zeros((8, 28, 28, 1)), np.ones((24, 28, 28, 1))])
-    result = evaluate.evaluate(VAE(latent_dim=2, seed=0), images.astype(np.float32), 5, 8)
+    result = evaluation.evaluate(VAE(latent_dim=2, seed=0), images.astype(np.float32), 5, 8)
     shown = {float(v) for v in re.findall(r"iw_nll: ([0-9.]+)", capsys.readouterr().out)}
     # After each batch of 8: 0 black images' mean, then 1000 per white image.
     running = {round(1000 * n / (8 * (b + 1)), 4) for b, n in enumerate([0, 8, 16, 24])}
@@ -132,7 +132,7 @@ def test_iw_bound_with_the_fused_decoder_is_the_keras_decoders_in_float32():
     assert np.abs(keras_form).min() > 100.0  # hundreds of nats per image
     np.testing.assert_allclose(fused_form, keras_form, rtol=1e-6)
     # evaluate's own path on this CPU takes the fused form.
-    fast = evaluate.inference_model(model)
+    fast = evaluation.inference_model(model)
     assert isinstance(fast.decoder.layers[-1], decoder_forms._TapSumConvolution)
     assert fast.encoder is model.encoder and fast.prior_layer is model.prior_layer
 
@@ -163,8 +163,8 @@ def test_active_units_and_kl_per_dimension_see_dead_dimensions():
         bias[[dead, 4 + dead]] = 0.0
     layer.set_weights([kernel, bias])
     images = np.random.default_rng(0).random((300, 28, 28, 1)).astype(np.float32)
-    result = evaluate.evaluate(model, images, iw_samples=2, verbose=0)
-    means, _ = evaluate.posterior_statistics(model, images)
+    result = evaluation.evaluate(model, images, iw_samples=2, verbose=0)
+    means, _ = evaluation.posterior_statistics(model, images)
     expected = int((np.var(means, axis=0) > 0.01).sum())
     assert result["active_units"] == expected <= 2
     assert result["kl_per_dim_nats"][1] == 0.0 and result["kl_per_dim_nats"][3] == 0.0
@@ -174,9 +174,9 @@ def test_active_units_and_kl_per_dimension_see_dead_dimensions():
 @pytest.mark.parametrize("k", [0, -3, 2.5])
 def test_bad_iw_samples(k):
     with pytest.raises(ValueError, match=f"Expected a positive integer. Received: iw_samples={k}"):
-        evaluate.importance_weighted_nll(LinearGaussian(), tf.zeros((2, 4)), k)
+        evaluation.importance_weighted_nll(LinearGaussian(), tf.zeros((2, 4)), k)
     with pytest.raises(SystemExit) as exit_info:  # argparse refuses it before any work
-        cli.evaluate(["--model", "/nonexistent", "--iw-samples", "0"])
+        cli.main(["evaluate", "--model", "/nonexistent", "--iw-samples", "0"])
     assert exit_info.value.code == 2
 
 
@@ -231,7 +231,7 @@ def test_evaluate_cli_updates_metrics(real_images, tmp_path, capsys):
     config = TrainConfig(latent_dim=4, binarize="static", test_split="test[:200]", data_dir="/x")
     (run / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
     (run / "metrics.json").write_text(json.dumps({"test": {"negative_elbo_nats": 1.0}}))
-    assert cli.evaluate(["--model", str(run), "--iw-samples", "20"]) == 0
+    assert cli.main(["evaluate", "--model", str(run), "--iw-samples", "20"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test"] == {"negative_elbo_nats": 1.0}  # merged, not replaced
     ev = metrics["evaluation"]
@@ -242,10 +242,10 @@ def test_evaluate_cli_updates_metrics(real_images, tmp_path, capsys):
     bounds = {}
     for policy in ("float32", "mixed_bfloat16"):
         args = ["--model", str(run), "--iw-samples", "50", "--precision", policy]
-        assert cli.evaluate(args) == 0
+        assert cli.main(["evaluate", *args]) == 0
         ev = json.loads((run / "metrics.json").read_text())["evaluation"]
         assert ev["precision"] == policy
         bounds[policy] = ev["iw_nll_nats"]
     assert abs(bounds["float32"] - bounds["mixed_bfloat16"]) < 1.0
-    assert cli.evaluate(["--model", str(tmp_path)]) == 2
+    assert cli.main(["evaluate", "--model", str(tmp_path)]) == 2
     assert "holds no model.keras" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 """Own pictures in, new images out: a folder dataset trained end to end, then
-`keras_vae.generate` (PNG files, grids, classes by name, seeds) and the GMM sampler."""
+`keras_vae.generation` (PNG files, grids, classes by name, seeds) and the GMM sampler."""
 
 import json
 import os
@@ -77,23 +77,26 @@ def read_pngs(folder):
 def test_generate_writes_pngs_by_class_name_and_seed(folder_run, tmp_path):
     args = ["--model", folder_run, "--count", "6", "--seed", "3", "--label", "Sneaker"]
     assert (
-        cli.generate([*args, "--out", str(tmp_path / "a"), "--grid", str(tmp_path / "g.png")]) == 0
+        cli.main(
+            ["generate", *args, "--out", str(tmp_path / "a"), "--grid", str(tmp_path / "g.png")]
+        )
+        == 0
     )
     files, images = read_pngs(tmp_path / "a")
     assert files == [f"{i:05d}.png" for i in range(6)] and images.shape == (6, 28, 28)
     assert Image.open(tmp_path / "g.png").size == (3 * 29 + 1, 2 * 29 + 1)
     # The same seed: identical files. The class by index: the same images as by name.
-    assert cli.generate([*args[:-1], "1", "--out", str(tmp_path / "b")]) == 0
+    assert cli.main(["generate", *args[:-1], "1", "--out", str(tmp_path / "b")]) == 0
     np.testing.assert_array_equal(read_pngs(tmp_path / "b")[1], images)
     # Another class from the same noise: other images; sneakers are darker than
     # coats. After 8 epochs the gap is ~10 grey levels (10.4 with bfloat16
     # networks on AVX512-BF16, 10.0 in float32, `auto` on AVX2-only CPUs), so
     # the test asks for half of it: a margin that both CPU kinds clear.
-    assert cli.generate([*args[:-1], "Coat", "--out", str(tmp_path / "c")]) == 0
+    assert cli.main(["generate", *args[:-1], "Coat", "--out", str(tmp_path / "c")]) == 0
     coats = read_pngs(tmp_path / "c")[1]
     assert coats.mean() > images.mean() + 5, (coats.mean(), images.mean())
     # Another seed: other images.
-    assert cli.generate([*args[:5], "4", *args[6:], "--out", str(tmp_path / "d")]) == 0
+    assert cli.main(["generate", *args[:5], "4", *args[6:], "--out", str(tmp_path / "d")]) == 0
     assert not np.array_equal(read_pngs(tmp_path / "d")[1], images)
 
 
@@ -110,7 +113,7 @@ def test_generate_refuses_bad_requests_before_writing(folder_run, tmp_path, caps
         ([], "Nothing to write"),
     ]
     for extra, message in cases:
-        assert cli.generate(["--model", folder_run, *extra]) == 2
+        assert cli.main(["generate", "--model", folder_run, *extra]) == 2
         assert message in capsys.readouterr().err
     assert os.listdir(tmp_path / "full") == ["keep.txt"] and not (tmp_path / "x").exists()
 
@@ -119,7 +122,10 @@ def test_gmm_sampler_is_fitted_once_and_kept(folder_run, tmp_path):
     # train.py fitted it for the exports; generate reuses it.
     out = str(tmp_path / "gmm")
     assert (
-        cli.generate(["--model", folder_run, "--sampler", "gmm", "--count", "4", "--out", out]) == 0
+        cli.main(
+            ["generate", "--model", folder_run, "--sampler", "gmm", "--count", "4", "--out", out]
+        )
+        == 0
     )
     path = os.path.join(folder_run, samplers.GMM_FILE)
     stamp = os.stat(path).st_mtime_ns
@@ -127,7 +133,17 @@ def test_gmm_sampler_is_fitted_once_and_kept(folder_run, tmp_path):
     assert gmm.means.shape == (samplers.GMM_COMPONENTS, 16)
     np.testing.assert_allclose(gmm.weights.sum(), 1.0, rtol=1e-5)
     assert (
-        cli.generate(["--model", folder_run, "--sampler", "gmm", "--grid", str(tmp_path / "g.png")])
+        cli.main(
+            [
+                "generate",
+                "--model",
+                folder_run,
+                "--sampler",
+                "gmm",
+                "--grid",
+                str(tmp_path / "g.png"),
+            ]
+        )
         == 0
     )
     assert os.stat(path).st_mtime_ns == stamp  # reused, not refitted
@@ -138,7 +154,7 @@ def test_a_run_saved_as_a_preset_generates_by_class_name(folder_run, tmp_path):
     from keras_vae import VAE, presets
 
     preset = str(tmp_path / "clothes")
-    assert cli.evaluate(["--model", folder_run, "--save-preset", preset]) == 0
+    assert cli.main(["evaluate", "--model", folder_run, "--save-preset", preset]) == 0
     metadata = presets.read(preset)[2]
     assert metadata["class_names"] == list(CLASSES) and metadata["epochs"] == 8
     with open(os.path.join(folder_run, "metrics.json")) as f:
@@ -147,9 +163,9 @@ def test_a_run_saved_as_a_preset_generates_by_class_name(folder_run, tmp_path):
     assert metadata["check"]["iw_nll_nats"] < run_bound + 1  # K=100 is the tighter bound
     assert VAE.from_preset(preset).num_classes == 2
     args = ["--model", preset, "--count", "4", "--seed", "3", "--label", "Sneaker"]
-    assert cli.generate([*args, "--out", str(tmp_path / "from_preset")]) == 0
+    assert cli.main(["generate", *args, "--out", str(tmp_path / "from_preset")]) == 0
     from_run = ["--model", folder_run, *args[2:], "--out", str(tmp_path / "r")]
-    assert cli.generate(from_run) == 0
+    assert cli.main(["generate", *from_run]) == 0
     np.testing.assert_array_equal(
         read_pngs(tmp_path / "from_preset")[1], read_pngs(tmp_path / "r")[1]
     )
@@ -158,7 +174,7 @@ def test_a_run_saved_as_a_preset_generates_by_class_name(folder_run, tmp_path):
     # Half the size: the same run with float16 weights, its check measured with them.
     half = str(tmp_path / "half")
     flags = ["--model", folder_run, "--save-preset", half, "--preset-weights", "float16"]
-    assert cli.evaluate(flags) == 0
+    assert cli.main(["evaluate", *flags]) == 0
     half_metadata = presets.read(half)[2]
     assert (metadata["weights_dtype"], half_metadata["weights_dtype"]) == ("float32", "float16")
     recorded = metadata["check"]["iw_nll_nats"]
@@ -206,7 +222,7 @@ def test_draw_latents_temperature_scales_the_noise():
 def test_evaluate_fid_reports_each_sampler_and_caches_the_classifier(folder_run):
     from keras_vae import quality
 
-    assert cli.evaluate(["--model", folder_run, "--fid"]) == 0
+    assert cli.main(["evaluate", "--model", folder_run, "--fid"]) == 0
     with open(os.path.join(folder_run, "metrics.json")) as f:
         result = json.load(f)["sample_quality"]
     assert result["images"] == 60  # the held-out test images
@@ -216,7 +232,7 @@ def test_evaluate_fid_reports_each_sampler_and_caches_the_classifier(folder_run)
     for key in ("prior", "gmm", "train_images_vs_test"):
         assert result[key]["fid"] >= 0 and 0 <= result[key]["precision"] <= 1
     stamp = os.stat(os.path.join(folder_run, quality.CLASSIFIER_FILE)).st_mtime_ns
-    assert cli.evaluate(["--model", folder_run, "--fid", "--max-images", "30"]) == 0
+    assert cli.main(["evaluate", "--model", folder_run, "--fid", "--max-images", "30"]) == 0
     assert os.stat(os.path.join(folder_run, quality.CLASSIFIER_FILE)).st_mtime_ns == stamp
 
 
@@ -242,7 +258,9 @@ def test_rgb_faces_of_mixed_sizes_train_at_image_size_and_generate_rgb(tmp_path)
         "--num-images", "4", "--output-dir", out,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert cli.generate(["--model", out, "--count", "3", "--out", str(tmp_path / "new")]) == 0
+    assert (
+        cli.main(["generate", "--model", out, "--count", "3", "--out", str(tmp_path / "new")]) == 0
+    )
     files, images = read_pngs(tmp_path / "new")
     assert images.shape == (3, 64, 64, 3)
     assert Image.open(tmp_path / "new" / files[0]).mode == "RGB"

@@ -169,7 +169,7 @@ def bad_inputs(tmp_path):
 def test_bad_input_is_refused_with_the_path_and_leaves_no_run_directory(tmp_path, capsys):
     for what, dataset, message in bad_inputs(tmp_path):
         out = tmp_path / f"run-{what.replace(' ', '-')}"
-        code = cli.train(["--dataset", dataset, "--epochs", "1", "--output-dir", str(out)])
+        code = cli.main(["train", "--dataset", dataset, "--epochs", "1", "--output-dir", str(out)])
         err = capsys.readouterr().err
         assert code == 2, (what, err)
         assert os.path.basename(dataset) in err, (what, err)

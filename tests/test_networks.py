@@ -7,7 +7,7 @@ import scipy.special
 import tensorflow as tf
 from conftest import assert_saving_round_trip, random_images
 
-from keras_vae import evaluate, networks
+from keras_vae import evaluation, networks
 from keras_vae.export import runner
 from keras_vae.export.writer import export_all
 from keras_vae.optimizers import AdamNormGrad
@@ -92,6 +92,6 @@ def test_gated_mlp_exports_the_same_signatures(tmp_path):
 
 def test_gated_mlp_iw_bound_is_below_its_elbo():
     model = VAE(architecture="gated_mlp", hidden_units=32, latent_dim=4, seed=0)
-    result = evaluate.evaluate(model, random_images(20), iw_samples=50, verbose=0)
+    result = evaluation.evaluate(model, random_images(20), iw_samples=50, verbose=0)
     assert result["iw_nll_nats"] < result["negative_elbo_nats"]
     assert result["num_images"] == 20

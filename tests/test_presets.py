@@ -15,12 +15,12 @@ from keras_vae.errors import UsageError
 
 CHECK_SCRIPT = """
 import json, sys
-from keras_vae import VAE, evaluate, presets
+from keras_vae import evaluation, presets, VAE
 from keras_vae.config import TrainConfig
 name = sys.argv[1]
 metadata = presets.read(name)[2]
 config = TrainConfig.from_saved(metadata["train_config"], name)
-print(json.dumps(evaluate.preset_check(VAE.from_preset(name), config)))
+print(json.dumps(evaluation.preset_check(VAE.from_preset(name), config)))
 """
 
 
@@ -119,7 +119,7 @@ def test_float16_weights_halve_the_file_and_load_as_rounded(tmp_path):
         model.save_to_preset(str(tmp_path / "f8"), weights_dtype="float8")
     assert not (tmp_path / "f8").exists()
     with pytest.raises(SystemExit):
-        cli.evaluate(["--model", str(tmp_path), "--preset-weights", "float16"])
+        cli.main(["evaluate", "--model", str(tmp_path), "--preset-weights", "float16"])
 
 
 def test_bad_presets_fail_with_what_is_available(tmp_path):
@@ -140,10 +140,10 @@ def test_generate_and_export_take_a_preset(tmp_path, capsys):
     require_fashion_mnist()
     grid = tmp_path / "g.png"
     args = ["--model", "fashion_mnist_conv", "--sampler", "gmm", "--count", "4", "--seed", "0"]
-    assert cli.generate([*args, "--grid", str(grid), "--label", "Coat"]) == 2
+    assert cli.main(["generate", *args, "--grid", str(grid), "--label", "Coat"]) == 2
     assert "not conditional" in capsys.readouterr().err
-    assert cli.generate([*args, "--grid", str(grid)]) == 0 and grid.stat().st_size > 0
-    from keras_vae.export.__main__ import main as export_main
+    assert cli.main(["generate", *args, "--grid", str(grid)]) == 0 and grid.stat().st_size > 0
+    from keras_vae.cli.export import main as export_main
     from keras_vae.export.runner import open_model
 
     preset = ["--preset", "fashion_mnist_conv", "--no-tflite"]
@@ -167,8 +167,7 @@ def test_a_model_trained_with_adamnormgrad_reloads_in_a_command_line(tmp_path):
     model.fit(random_images(8), epochs=1, verbose=0)
     model.save(str(tmp_path / "m.keras"))
     code = (
-        "import sys; sys.argv[0] = '-m'\n"  # as `python -m keras_vae.evaluate` starts
-        "import keras\nfrom keras_vae import runs\n"
+        "import sys\nimport keras_vae\nimport keras\n"
         "print(type(keras.models.load_model(sys.argv[1]).optimizer).__name__)"
     )
     done = subprocess.run(

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,7 +28,8 @@ SHORT += ["--iw-samples", "10"]
 
 
 def run_cli(*args, timeout=600):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # The console as a user sees it: no TF_CPP_MIN_LOG_LEVEL of their own.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     return subprocess.run(
         [sys.executable, os.path.join(REPO, "train.py"), *args],
         capture_output=True,
@@ -45,6 +47,74 @@ def real_run(tmp_path_factory):
     result = run_cli(*SHORT, "--epochs", "1", "--seed", "0", "--output-dir", out)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result
+
+
+# What a newcomer reads as errors: TensorFlow's C++ log, the cuInit line on a
+# machine without a GPU, and absl's Python warnings.
+NATIVE_NOISE = re.compile(r"^[IWE]0000 |cuInit|^WARNING:absl:|InitializeLog|fully_quantize", re.M)
+
+
+def test_the_default_console_prints_the_plan_progress_and_results_only(real_run):
+    """The one-epoch run (with its exports: the TFLite converter logs too) shows
+    its plan, the epoch and its results, and none of the libraries' own logs."""
+    _, result = real_run
+    console = result.stdout + result.stderr
+    assert not NATIVE_NOISE.search(console), NATIVE_NOISE.search(console).group(0)
+    for plan in ("Data:", "Model:", "Strategy:", "Precision:", "Run:"):
+        assert re.search(rf"^{plan} ", result.stdout, re.M), plan
+    assert re.search(r"^Test IW bound \(K=10, \d+ images\)", result.stdout, re.M)
+    assert "Exported:" in result.stdout
+
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def test_report_renders_in_headless_chromium_with_the_iw_bound(real_run, tmp_path):
+    """report.html as a user opens it: Chromium renders it, every picture loads,
+    and the page shows the IW bound metrics.json holds, to the printed digits."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI installs Debian's chromium (.ci/run); it is missing")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    out, _ = real_run
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    bound = next(v for k, v in metrics.items() if k.startswith("evaluation"))
+    flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    page = "file://" + os.path.join(out, "report.html")
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert f"{bound['iw_nll_nats']:.2f} nats" in dom.stdout
+    assert f"K={bound['iw_samples']}, {bound['num_images']} images" in dom.stdout
+    shot = tmp_path / "report.png"
+    done = subprocess.run(
+        [chromium, *flags, f"--screenshot={shot}", "--window-size=1280,2000", page],
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+    pixels = tf.io.decode_png(shot.read_bytes()).numpy()
+    assert pixels.shape[:2] == (2000, 1280) and pixels.std() > 10  # not a blank page
+
+
+def test_verbose_brings_the_libraries_logs_back(fashion_mnist_dir, tmp_path):
+    out = str(tmp_path / "run")
+    args = ["--train-split", "train[:256]", "--test-split", "test[:128]", "--epochs", "1"]
+    args += ["--iw-samples", "0", "--no-export", "--output-dir", out]
+    quiet, verbose = run_cli(*args), run_cli(*args[:-1], out + "-v", "--verbose")
+    assert quiet.returncode == 0 and verbose.returncode == 0, verbose.stderr[-2000:]
+    assert not NATIVE_NOISE.search(quiet.stdout + quiet.stderr)
+    assert re.search(r"^I0000 .*oneDNN", verbose.stderr, re.M), verbose.stderr[-2000:]
 
 
 def test_short_real_run_lowers_negative_elbo(real_run):

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from conftest import require_fashion_mnist
 
-from keras_vae import cli, data, visualize
+from keras_vae import cli, data, pictures
 from keras_vae.config import TrainConfig
 from keras_vae.vae import VAE
 
@@ -48,8 +48,8 @@ def _history(tmp_path):
 def figures(monkeypatch):
     """The matplotlib figures the pictures draw, kept for inspection."""
     kept = []
-    draw = visualize._figure_to_array
-    monkeypatch.setattr(visualize, "_figure_to_array", lambda fig: kept.append(fig) or draw(fig))
+    draw = pictures._figure_to_array
+    monkeypatch.setattr(pictures, "_figure_to_array", lambda fig: kept.append(fig) or draw(fig))
     return kept
 
 
@@ -66,10 +66,10 @@ def test_curves_name_the_data_fit_validated_on(tmp_path, figures, validation_spl
     )
     model = VAE(latent_dim=2, seed=0)
     examples = (np.zeros((4, 28, 28, 1), np.float32), None, [])
-    data = visualize.run_picture_data(
+    data = pictures.run_picture_data(
         model, str(tmp_path), examples, validation_split=validation_split
     )
-    visualize.draw("curves", data)
+    pictures.draw("curves", data)
     legends = [t.get_text() for ax in figures[0].axes for t in ax.get_legend().get_texts()]
     assert legends == ["train", label] * 3
 
@@ -82,7 +82,7 @@ def test_long_curves_show_the_tail(tmp_path, figures):
     rows = [f"{e},1,{v},{v - 1}" for e, v in enumerate(loss)]
     path = tmp_path / "history.csv"
     path.write_text("epoch,kl,loss,reconstruction\n" + "\n".join(rows) + "\n")
-    visualize.curves_plot(str(path))
+    pictures.curves_plot(str(path))
     low, high = figures[0].axes[0].get_ylim()
     assert high < 235 < 400 and low < 230  # the tail, not the first epochs
     assert figures[0].axes[0].lines[0].get_marker() in (None, "None", "")
@@ -91,24 +91,26 @@ def test_long_curves_show_the_tail(tmp_path, figures):
 def test_every_picture_has_its_size_and_is_not_blank(trained, tmp_path):
     models, images, labels, class_names = trained
     shifted = 1.0 - images  # inverted garments: a shifted set that needs no download
-    picture_data = visualize.PictureData(
+    picture_data = pictures.PictureData(
         models[2], images, labels, class_names, _history(tmp_path), shifted, "inverted", 16, 2
     )
-    results = visualize.write_pictures(picture_data, str(tmp_path))
+    results = pictures.write_pictures(picture_data, str(tmp_path))
     assert all("file" in r for r in results.values()), results
     grid = lambda rows, cols, side=28, pad=1: (rows * (side + pad) + pad, cols * (side + pad) + pad)  # noqa: E731
     expected_grids = {
         "samples": grid(4, 4),
         "reconstructions": grid(6, 6),  # 16 pairs, 3 pairs a row
-        "traversals": grid(2, visualize.TRAVERSAL_STEPS),
-        "interpolations": grid(6, visualize.INTERPOLATION_STEPS + 2),
+        "interpolations": grid(6, pictures.INTERPOLATION_STEPS + 2),
         "manifold": (20 * 28, 20 * 28),
     }
     for name, (height, width) in expected_grids.items():
         png = _png(tmp_path / f"{name}.png")
-        factor = visualize.upscale_factor((height, width), 800 if name == "manifold" else 512)
+        factor = pictures.upscale_factor((height, width), 800 if name == "manifold" else 512)
         assert png.shape[:2] == (height * factor, width * factor), name
         assert png.std() > 20, name  # varied pixels, not a blank image
+    traversal = _png(tmp_path / "traversals.png")
+    assert traversal.shape[0] > grid(2, 1)[0] and traversal.std() > 20
+    assert results["anomaly"]["auroc"] > 0.9 and "AUROC" in results["anomaly"]["caption"]
     for name, size in {
         "latent_space": (700, 800),
         "curves": (400, 1300),
@@ -119,24 +121,41 @@ def test_every_picture_has_its_size_and_is_not_blank(trained, tmp_path):
         assert png.std() > 20 and len(np.unique(png.reshape(-1, 3), axis=0)) > 20, name
     # The score separates inverted garments from real ones.
     scores = (
-        visualize.anomaly_scores(models[2], images),
-        visualize.anomaly_scores(models[2], shifted),
+        pictures.anomaly_scores(models[2], images),
+        pictures.anomaly_scores(models[2], shifted),
     )
-    assert visualize.auroc(*scores) > 0.9
+    assert pictures.auroc(*scores) > 0.9
+
+
+def test_the_traversal_picture_labels_its_rows_and_columns(trained, tmp_path, figures):
+    """Rows are named by their latent dimension, columns by the offset in prior
+    standard deviations, -3 to +3."""
+    models, images, labels, class_names = trained
+    picture_data = pictures.PictureData(
+        models[4], images, labels, class_names, _history(tmp_path), None, None, 16, 3
+    )
+    _, caption, _ = pictures.draw("traversals", picture_data)
+    _, dims = pictures.traversal_grid(models[4], images, 3)
+    ax = figures[-1].axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [f"z[{d}]" for d in dims]
+    columns = [t.get_text() for t in ax.get_xticklabels()]
+    assert columns[0] == "-3.0" and columns[-1] == "+3.0" and len(columns) == 11
+    assert "prior standard deviations" in ax.get_xlabel()
+    assert str(dims) in caption
 
 
 def test_traversal_rows_follow_the_most_active_dimensions(trained):
     models, images, _, _ = trained
     model = models[4]
-    kl = visualize.activity_per_dimension(model, images)
+    kl = pictures.activity_per_dimension(model, images)
     for dims in (1, 3, 4):
-        grid, chosen = visualize.traversal_grid(model, images, dims)
+        grid, chosen = pictures.traversal_grid(model, images, dims)
         assert grid.shape[0] == dims * 29 + 1
         assert chosen == list(np.argsort(-kl)[:dims])
     with pytest.raises(
         ValueError, match="Expected 1 to the latent size, 4. Received: traversal_dims=5"
     ):
-        visualize.traversal_grid(model, images, 5)
+        pictures.traversal_grid(model, images, 5)
 
 
 def test_kl_per_dimension_finds_dead_dimensions():
@@ -145,15 +164,15 @@ def test_kl_per_dimension_finds_dead_dimensions():
     kernel[:, [1, 4]] = 0.0  # mean and log-variance of dimension 1: exactly the prior
     bias[[1, 4]] = 0.0
     model.encoder.get_layer("posterior_params").set_weights([kernel, bias])
-    kl = visualize.activity_per_dimension(model, np.random.default_rng(0).random((50, 28, 28, 1)))
+    kl = pictures.activity_per_dimension(model, np.random.default_rng(0).random((50, 28, 28, 1)))
     assert kl[1] == pytest.approx(0.0, abs=1e-7)
     assert kl[0] > 1e-4 and kl[2] > 1e-4
 
 
 def test_manifold_only_for_two_dimensional_latents(trained, tmp_path):
     models, images, labels, class_names = trained
-    picture_data = visualize.PictureData(models[4], images, labels, class_names)
-    results = visualize.write_pictures(
+    picture_data = pictures.PictureData(models[4], images, labels, class_names)
+    results = pictures.write_pictures(
         picture_data, str(tmp_path), ["manifold", "curves", "anomaly"]
     )
     assert (
@@ -166,7 +185,7 @@ def test_manifold_only_for_two_dimensional_latents(trained, tmp_path):
     with pytest.raises(
         ValueError, match=r"Unknown picture 'mona_lisa'. Expected one of \['samples'"
     ):
-        visualize.write_pictures(picture_data, str(tmp_path), ["samples", "mona_lisa"])
+        pictures.write_pictures(picture_data, str(tmp_path), ["samples", "mona_lisa"])
     assert not (tmp_path / "samples.png").exists()  # checked before drawing anything
 
 
@@ -188,10 +207,21 @@ def test_cli_on_a_run_directory_writes_a_report(trained, tmp_path, capsys):
     models[2].save(str(run / "model.keras"))
     config = TrainConfig(latent_dim=2, test_split="test[:300]", data_dir="/nonexistent")
     (run / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
-    (run / "metrics.json").write_text(json.dumps({"test": {"negative_elbo_nats": 270.5}}))
+    evaluation = {"iw_nll_nats": 268.123456, "iw_samples": 100, "num_images": 300}
+    evaluation.update(iw_bits_per_dim=0.4934, active_units=2, split="test[:300]")
+    written = {"test": {"negative_elbo_nats": 270.5}, "evaluation": evaluation}
+    (run / "metrics.json").write_text(json.dumps(written))
     _history(run)
-    code = cli.visualize(
-        ["--model", str(run), "--traversal-dims", "2", "--shifted-dataset", "no_such_ds"]
+    code = cli.main(
+        [
+            "visualize",
+            "--model",
+            str(run),
+            "--traversal-dims",
+            "2",
+            "--shifted-dataset",
+            "no_such_ds",
+        ]
     )
     assert code == 0
     out = capsys.readouterr().out
@@ -202,21 +232,25 @@ def test_cli_on_a_run_directory_writes_a_report(trained, tmp_path, capsys):
     assert len(parser.sources) == 7  # every picture but the anomaly histogram
     for src in parser.sources:
         assert (run / src).is_file()
-    assert "270.500" in (run / "report.html").read_text()
+    page = (run / "report.html").read_text()
+    # The figures metrics.json holds, to the digits the console prints.
+    assert "270.50 nats" in page and "268.12 nats" in page and "K=100, 300 images" in page
+    assert "0.4934" in page and "Active units" in page
     # Redrawing one picture keeps the others in metrics.json and the report.
-    assert cli.visualize(["--model", str(run), "--pictures", "curves"]) == 0
+    assert cli.main(["visualize", "--model", str(run), "--pictures", "curves"]) == 0
     parser = _Images()
     parser.feed((run / "report.html").read_text())
     assert len(parser.sources) == 7
     recorded = json.loads((run / "metrics.json").read_text())
     assert recorded["test"] == {"negative_elbo_nats": 270.5}
+    assert recorded["evaluation"] == evaluation
     assert len([p for p in recorded["pictures"].values() if "file" in p]) == 7
 
 
 def test_cli_bad_input(tmp_path, capsys):
-    assert cli.visualize(["--model", str(tmp_path)]) == 2
+    assert cli.main(["visualize", "--model", str(tmp_path)]) == 2
     assert "holds no model.keras" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:  # refused by argparse, before any work
-        cli.visualize(["--model", str(tmp_path), "--pictures", "selfie"])
+        cli.main(["visualize", "--model", str(tmp_path), "--pictures", "selfie"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'selfie'" in capsys.readouterr().err

@@ -17,6 +17,7 @@ All use TFLite builtin ops only (no Flex/SELECT_TF_OPS).
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -35,7 +36,11 @@ def _convert(saved_model_dir, signature_keys, configure=None) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if configure:
         configure(converter)
-    return converter.convert()
+    with warnings.catch_warnings():
+        # The int8 calibration runs TensorFlow's own deprecated tf.lite.Interpreter:
+        # its deprecation notice is TensorFlow's to act on, not the user's.
+        warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated")
+        return converter.convert()
 
 
 def _write(path, content: bytes) -> str:

@@ -1,9 +1,9 @@
-"""Inspect, run and serve the signatures of an exported keras-vae model.
+"""`keras-vae serve`: inspect, run and serve the signatures of an exported model.
 
-    python serve_signature.py list MODEL     (or: keras-vae-serve list MODEL)
-    python serve_signature.py run MODEL --signature score --images a.png b.png
-    python serve_signature.py rest --signature score --images a.png [--url URL]
-    python serve_signature.py grpc --signature score --images a.png --target HOST:8500
+    keras-vae serve list MODEL     (or: python serve_signature.py list MODEL)
+    keras-vae serve run MODEL --signature score --images a.png b.png
+    keras-vae serve rest --signature score --images a.png [--url URL]
+    keras-vae serve grpc --signature score --images a.png --target HOST:8500
 
 MODEL is a SavedModel version directory (RUN/saved_model/vae/1) or a .tflite
 file. `run` with a .tflite file uses LiteRT and never imports TensorFlow.
@@ -23,7 +23,9 @@ import urllib.request
 
 import numpy as np
 
-from keras_vae import cli
+from keras_vae.cli import common
+
+HELP = "List, run or send the signatures of an export (SavedModel, .tflite, TF Serving)."
 
 
 def load_inputs(args) -> dict:
@@ -180,14 +182,26 @@ def _save_grid(path: str, images) -> None:
     _write_whole(path, lambda tmp: write_png(tmp, image_grid(np.asarray(images, np.float32))))
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog=cli.prog_name("python serve_signature.py"),
-        description=__doc__.split("\n\n")[0],
+EXAMPLES = [
+    "keras-vae serve list runs/RUN/saved_model/vae/1",
+    "keras-vae serve run runs/RUN/tflite/vae/1/vae_float32.tflite --signature generate "
+    "--input count=16 --output grid.png",
+    "keras-vae serve rest --signature score --images a.png --url http://localhost:8501/v1/models/vae",
+]
+
+
+def main(argv=None, prog: str = "keras-vae serve") -> int:
+    parser = common.parser(
+        common.prog_name(prog),
+        "Inspect, run and serve the signatures of an exported keras-vae model. MODEL is a "
+        "SavedModel version directory (RUN/saved_model/vae/1) or a .tflite file; `run` "
+        "with a .tflite file uses LiteRT and never imports TensorFlow.",
+        EXAMPLES,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     listing = sub.add_parser("list", help="List the signatures with their inputs and outputs.")
     listing.add_argument("model", help="SavedModel version directory or .tflite file.")
+    common.add_verbose(listing)
     for name, text in [
         ("run", "Run a signature locally."),
         ("rest", "Write (or send) a TF Serving REST predict body."),
@@ -222,7 +236,9 @@ def main(argv=None) -> int:
                 "--target", required=True, help="TF Serving gRPC address, e.g. localhost:8500"
             )
             p.add_argument("--model-name", default="vae")
+        common.add_verbose(p)
     args = parser.parse_args(argv)
+    common.quiet_console(args.verbose)
     try:
         if args.command == "list":
             from keras_vae.export.runner import open_model
