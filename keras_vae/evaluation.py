@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import decoder_forms, files, inputs, precision, presets, runs
+from keras_vae.config import iw_cost
 from keras_vae.errors import UsageError
 
 # Decoder evaluations per chunk (samples x images): bounds the memory used.
@@ -94,6 +95,9 @@ def inference_model(model):
 
 def posterior_statistics(model, images, batch_size=500, labels=None):
     """Posterior means `(n, latent)` and KL to N(0, I) per dimension `(n, latent)`."""
+    if not len(images):
+        empty = np.zeros((0, model.code_dim), np.float32)
+        return empty, empty.copy()
     means, kls = [], []
     for start in range(0, len(images), batch_size):
         batch_labels = None if labels is None else labels[start : start + batch_size]
@@ -172,6 +176,10 @@ def evaluate(
         `seconds`.
     """
     _check_num_samples(iw_samples)
+    if verbose:
+        print(
+            f"IW bound, K={iw_samples} on {len(images)} images: {iw_cost(iw_samples, len(images))}"
+        )
     start = time.perf_counter()
     progress = _progress(len(images), verbose, f", K={iw_samples}")
     elbo, iw = [], []

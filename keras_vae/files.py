@@ -55,7 +55,9 @@ def atomic_dir(path: str):
     empty folder) only if the block succeeds, and is removed if it fails."""
     path = os.path.abspath(path)
     name = os.path.basename(path)
-    staging = tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=os.path.dirname(path))
+    prefix = f".tmp-{name}-"
+    remove_stale_staging(os.path.dirname(path), prefix)
+    staging = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=os.path.dirname(path))
     try:
         yield staging
         if os.path.isdir(path):  # empty, checked by the caller: replaced whole
@@ -65,6 +67,36 @@ def atomic_dir(path: str):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_staging(directory: str, prefix: str) -> list[str]:
+    """Removes the staging folders `PREFIX<pid>-*` in `directory` whose process
+    is gone (killed before it could clean up); returns their names.
+
+    A staging folder of a live process is left alone: it may still finish.
+    """
+    removed = []
+    if not os.path.isdir(directory):
+        return removed
+    for entry in os.listdir(directory):
+        if not entry.startswith(prefix):
+            continue
+        owner = entry[len(prefix) :].split("-", 1)[0]
+        if owner.isdigit() and _alive(int(owner)) and int(owner) != os.getpid():
+            continue
+        shutil.rmtree(os.path.join(directory, entry), ignore_errors=True)
+        removed.append(entry)
+    return removed
 
 
 def write_json(path: str, obj) -> None:

@@ -13,14 +13,19 @@ the same `read_image`, and every PNG the package writes goes through
 | `LA`, `RGBA`, `PA` | alpha dropped: `L` or `RGB` |
 | `I;16`, `I;16L`, `I;16B`, `I` (16-bit) | `L`, scaled by 255 / 65535 |
 | `I` above 16 bits, `F` (float) | refused: no 8-bit scale to assume |
+
+An EXIF orientation (phone photos) is applied, so images come out upright.
+Images above PIL's `MAX_IMAGE_PIXELS` (a decompression bomb, or a photo far
+larger than any model input) are refused, naming the file and its size.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 _TO_RGB = {"P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBA", "RGBX"}
 
@@ -33,9 +38,19 @@ def read_image(path: str) -> np.ndarray:
             the message names the file.
     """
     try:
-        with Image.open(path) as image:
-            image.load()  # decode now: a truncated file fails here, not later
-            return _to_uint8(image, path)
+        with warnings.catch_warnings():
+            # PIL warns above MAX_IMAGE_PIXELS and raises above twice that: both refused.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()  # decode now: a truncated file fails here, not later
+                # Phone photos store their rotation as an EXIF tag: apply it.
+                upright = ImageOps.exif_transpose(image)
+                return _to_uint8(upright, path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(
+            f"{path}: refused as a possible decompression bomb: {e} Resize it below "
+            f"{Image.MAX_IMAGE_PIXELS:,} pixels first."
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"{path}: not a readable image ({e}).") from None
 

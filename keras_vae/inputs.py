@@ -70,6 +70,19 @@ def load_datasets(config: TrainConfig, strategy=None) -> Datasets:
     """
     train_raw, info = load_split(config, config.dataset, config.train_split)
     test_raw, _ = load_split(config, config.dataset, config.test_split)
+    val_raw = None
+    if config.validation_split:
+        val_raw, _ = load_split(config, config.dataset, config.validation_split)
+    for flag, split, raw in (
+        ("--train-split", config.train_split, train_raw),
+        ("--test-split", config.test_split, test_raw),
+        ("--validation-split", config.validation_split, val_raw),
+    ):
+        if raw is not None and int(raw.cardinality()) == 0:
+            raise UsageError(
+                f"`{flag} {split}` selects no images of {config.dataset}. Give a split "
+                "with at least one image, e.g. 'train[:90%]' or 'train[50000:]'."
+            )
     image_shape = data.output_image_shape(info, config.image_size)
     networks.get_architecture(config.architecture).check_image_shape(image_shape)  # fail now
     if config.conditional and not info.class_names:
@@ -118,8 +131,7 @@ def load_datasets(config: TrainConfig, strategy=None) -> Datasets:
     else:
         fit_steps = steps_per_epoch
     validation = test
-    if config.validation_split:
-        val_raw, _ = load_split(config, config.dataset, config.validation_split)
+    if val_raw is not None:
         validation = data.pipeline(val_raw, config.batch_size, **common)
     return Datasets(train, test, validation, steps_per_epoch, fit_steps, info, image_shape)
 

@@ -26,6 +26,9 @@ IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 # with this fixed seed, so train, evaluate and visualize see the same split
 # whatever `--seed` is.
 SPLIT_SEED = 0
+# Labels are class indices; a class costs a name here and an embedding row in
+# a conditional model, so an absurd label is refused before anything is built.
+MAX_CLASSES = 65_536
 
 
 class _Progress:
@@ -141,11 +144,29 @@ def _read_folder(root, image_size):
     return {"all": images}, names
 
 
+def _walk_once(root):
+    """`(folder, sorted file names)` of every folder under `root`, in order.
+
+    Links to folders are followed, but each folder (by device and inode) is
+    visited once: a link loop ends, and a folder reached through two links
+    is read once, where it is first met.
+    """
+    seen = set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        stat = os.stat(folder)
+        key = (stat.st_dev, stat.st_ino)
+        if key in seen:
+            dirs[:] = []
+            continue
+        seen.add(key)
+        dirs.sort()
+        yield folder, sorted(names)
+
+
 def _read_image_tree(root, image_size):
     files, others = [], 0
-    for folder, dirs, names in os.walk(root, followlinks=True):
-        dirs.sort()
-        for name in sorted(names):
+    for folder, names in _walk_once(root):
+        for name in names:
             if name.lower().endswith(IMAGE_EXTENSIONS):
                 files.append(os.path.join(folder, name))
             elif not name.startswith("."):
@@ -224,9 +245,11 @@ def _read_array_file(path):
             )
         splits = {}
         for split, (x_key, y_key) in parts.items():
-            images = _checked_images(path, f"`{x_key}`", loaded[x_key])
+            images = _checked_images(path, f"`{x_key}`", _member(loaded, path, x_key))
             labels = (
-                _checked_labels(path, y_key, loaded[y_key], len(images)) if y_key in keys else None
+                _checked_labels(path, y_key, _member(loaded, path, y_key), len(images))
+                if y_key in keys
+                else None
             )
             splits[split] = (images, labels)
         labelled = [y for _, y in splits.values() if y is not None]
@@ -235,15 +258,34 @@ def _read_array_file(path):
         class_names = []
         if labelled:
             count = int(max(y.max() for y in labelled)) + 1
+            if count > MAX_CLASSES:
+                raise UsageError(
+                    f"--dataset {path}: a label is {count - 1}, and labels must be class "
+                    f"indices 0 to {MAX_CLASSES - 1} (at most {MAX_CLASSES:,} classes). "
+                    "Number the classes 0, 1, 2, ... and save them as `labels`."
+                )
             class_names = [str(i) for i in range(count)]
             if "class_names" in keys:
-                class_names = [str(n) for n in loaded["class_names"].tolist()]
+                class_names = [str(n) for n in _member(loaded, path, "class_names").tolist()]
                 if len(class_names) < count:
                     raise UsageError(
                         f"--dataset {path}: {len(class_names)} class_names for labels up "
                         f"to {count - 1}. {fix}"
                     )
     return splits, class_names
+
+
+def _member(loaded, path, key):
+    """One array of an `.npz`: NpzFile reads each member when it is asked for,
+    outside the guarded `np.load`, and refuses a pickled (object) one there."""
+    try:
+        return loaded[key]
+    except Exception as e:  # ValueError for object arrays; zipfile and OS errors for damage
+        raise UsageError(
+            f"--dataset {path}: its array `{key}` cannot be read ({e}). Arrays of Python "
+            "objects are never unpickled; save plain uint8 images and integer labels with "
+            "np.savez(path, images=..., labels=...)."
+        ) from None
 
 
 def _checked_images(path, what, images):

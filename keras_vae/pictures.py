@@ -159,6 +159,10 @@ def interpolation_grid(
 ):
     """Rows of [image a, decoded line from a to b, image b] (decoded with a's label)."""
     pairs = min(pairs, len(images) // 2)
+    if not pairs:
+        raise PictureUnavailable(
+            f"interpolations need at least 2 test images and the test split has {len(images)}"
+        )
     pair_labels = None if labels is None else labels[: 2 * pairs]
     means = _posterior_means(model, images[: 2 * pairs], pair_labels)
     a, b = means[0::2], means[1::2]
@@ -227,8 +231,14 @@ def _pyplot():
 
 
 def latent_space_plot(model, images, labels=None, class_names=()) -> np.ndarray:
+    if len(images) < 3:
+        raise PictureUnavailable(
+            f"the latent map needs at least 3 test images and the test split has {len(images)}"
+        )
     plt = _pyplot()
     means = _posterior_means(model, images, labels)
+    if not np.all(np.isfinite(means)):
+        raise PictureUnavailable("the posterior means are not finite (the training diverged)")
     if means.shape[1] > 2:
         centered = means - means.mean(axis=0)
         _, singular, vt = np.linalg.svd(centered, full_matrices=False)
@@ -581,13 +591,15 @@ def write_report(run_dir: str, pictures: dict) -> str:
             figures.append(f"<p><b>{name}</b>: not drawn, {html.escape(entry['skipped'])}.</p>")
     title = f"keras-vae run: {html.escape(os.path.basename(os.path.normpath(run_dir)))}"
     dataset = metrics.get("dataset", {})
+    strategy = str(metrics.get("strategy", {}).get("name", ""))
+    strategy = strategy.replace("_DefaultDistributionStrategy", "default strategy")
     about = ""
     if dataset:
         shape = "x".join(map(str, dataset.get("image_shape", [])))
         about = (
             f"<p>{html.escape(str(dataset.get('name')))}, images {shape}; "
             f"{html.escape(str(metrics.get('precision', '')))}; "
-            f"{html.escape(str(metrics.get('strategy', {}).get('name', '')))}</p>"
+            f"{html.escape(strategy)}</p>"
         )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>

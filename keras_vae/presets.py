@@ -19,8 +19,10 @@ reads any such folder; a bare NAME is looked up among the shipped presets.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import tempfile
 
 from keras_vae import choices
 from keras_vae.errors import UsageError
@@ -63,9 +65,28 @@ def _describe_available() -> str:
     return ", ".join(names) if names else "none are installed"
 
 
+def is_shipped_name(spec: str) -> bool:
+    """Whether `spec` is a bare name (no path separator) of a shipped preset.
+
+    The rule: a bare shipped name is always the preset, even where a folder of
+    that name exists in the working directory; anything with a separator
+    (`./fashion_mnist_conv`) or any other name is a path.
+    """
+    return os.sep not in spec and spec in available()
+
+
 def is_preset(spec: str) -> bool:
     """Whether `spec` names a shipped preset or a preset folder."""
-    return spec in available() or (os.path.isdir(spec) and not _missing(spec))
+    return is_shipped_name(spec) or (os.path.isdir(spec) and not _missing(spec))
+
+
+def shadow_note(spec: str) -> str | None:
+    """A note when a bare shipped name also names a folder here, or None."""
+    if is_shipped_name(spec) and os.path.exists(spec):
+        return (
+            f"Note: {spec} is the shipped preset; for the folder of that name here, pass ./{spec}."
+        )
+    return None
 
 
 def resolve(preset: str) -> str:
@@ -75,13 +96,15 @@ def resolve(preset: str) -> str:
         UsageError: an unknown name (listing the shipped presets), or a folder
             that lacks a preset's files (naming them).
     """
+    if is_shipped_name(preset):
+        return os.path.join(PRESETS_DIR, preset)
     if os.path.isdir(preset):
         missing = _missing(preset)
         if missing:
             raise UsageError(
                 f"{preset} is not a preset folder: it lacks {', '.join(missing)}. A preset "
                 f"holds {', '.join(REQUIRED_FILES)} (VAE.save_to_preset writes them). "
-                f"Shipped presets: {_describe_available()}."
+                f"Shipped presets, by bare name: {_describe_available()}."
             )
         return os.path.abspath(preset)
     if preset in available():
@@ -160,6 +183,31 @@ def _copy_weights_as(source: str, target: str, weights_dtype: str) -> None:
         copy(src, dst)
 
 
+def _write_weights(save_weights, path: str, weights_dtype: str) -> None:
+    """The weights file at `path`, written by HDF5 in a scratch folder, then copied.
+
+    HDF5 never writes where the preset goes: when a write fails there (a full
+    disk), h5py keeps the half-written file open and HDF5's own exit handler
+    crashes the process (SIGSEGV) after the error. The scratch folder is in
+    memory where Linux offers it (/dev/shm); the copy that may then fail is a
+    plain file copy, an `OSError` like any other.
+    """
+    shm = "/dev/shm"
+    scratch = tempfile.mkdtemp(
+        prefix="keras_vae_weights_", dir=shm if os.access(shm, os.W_OK) else None
+    )
+    try:
+        trained = os.path.join(scratch, "float32." + WEIGHTS_FILE)
+        save_weights(trained)
+        if weights_dtype != "float32":
+            stored = os.path.join(scratch, WEIGHTS_FILE)
+            _copy_weights_as(trained, stored, weights_dtype)
+            trained = stored
+        shutil.copyfile(trained, path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def write(
     preset_dir: str,
     config: dict,
@@ -182,17 +230,24 @@ def write(
     parent = os.path.dirname(preset_dir)
     if not os.path.isdir(parent):
         raise UsageError(f"{preset_dir}: the folder {parent} does not exist.")
-    with atomic_dir(preset_dir) as staging:
-        write_json(os.path.join(staging, CONFIG_FILE), config)
-        weights = os.path.join(staging, WEIGHTS_FILE)
-        if weights_dtype == "float32":
-            save_weights(weights)
-        else:
-            as_trained = os.path.join(staging, "float32." + WEIGHTS_FILE)
-            save_weights(as_trained)
-            _copy_weights_as(as_trained, weights, weights_dtype)
-            os.remove(as_trained)
-        for path in extra:
-            shutil.copyfile(path, os.path.join(staging, os.path.basename(path)))
-        write_json(os.path.join(staging, METADATA_FILE), metadata)  # last
+    try:
+        with atomic_dir(preset_dir) as staging:
+            _write_files(staging, config, save_weights, metadata, extra, weights_dtype)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        raise OSError(
+            e.errno,
+            f"No space left on the device of {preset_dir}; nothing was written there. "
+            "Free some space or choose a folder on another disk.",
+        ) from None
     return preset_dir
+
+
+def _write_files(staging, config, save_weights, metadata, extra, weights_dtype):
+    """A preset's files into its staging folder; the metadata last."""
+    write_json(os.path.join(staging, CONFIG_FILE), config)
+    _write_weights(save_weights, os.path.join(staging, WEIGHTS_FILE), weights_dtype)
+    for path in extra:
+        shutil.copyfile(path, os.path.join(staging, os.path.basename(path)))
+    write_json(os.path.join(staging, METADATA_FILE), metadata)

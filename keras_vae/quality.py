@@ -137,7 +137,7 @@ def run_classifier(run_dir: str, config) -> tuple[keras.Model, float]:
     path = os.path.join(run_dir, CLASSIFIER_FILE)
     info_path = os.path.join(run_dir, CLASSIFIER_INFO)
     if os.path.exists(path) and os.path.exists(info_path):
-        return keras.models.load_model(path), runs.read_json(info_path)["test_accuracy"]
+        return runs.load_model_file(path), runs.read_json(info_path)["test_accuracy"]
     raw = _raw_pixels(config)
     train_x, train_y, class_names = inputs.load_train_images(raw)
     test_x, test_y, _ = inputs.load_test_examples(raw)

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import sys
 
 import keras
@@ -124,6 +125,32 @@ def finished_at(run_dir: str, epochs: int) -> bool:
     return os.path.isfile(path) and read_json(path).get("epochs") == epochs
 
 
+def truncate_history(run_dir: str, epochs: int) -> int:
+    """Keeps the first `epochs` epochs of the run's history.csv; returns the rows dropped.
+
+    CSVLogger writes an epoch's row before the backup records that epoch, so a
+    kill between the two leaves a row that the resumed run writes again.
+    """
+    path = os.path.join(run_dir, HISTORY_FILE)
+    if not os.path.isfile(path):
+        return 0
+    with open(path, newline="") as f:
+        lines = f.read().splitlines(keepends=True)
+    if not lines:
+        return 0
+    header, rows = lines[0], lines[1:]
+    kept = [
+        r
+        for r in rows
+        if r.strip() and r.split(",", 1)[0].isdigit() and int(r.split(",", 1)[0]) < epochs
+    ]
+    if len(kept) == len(rows):
+        return 0
+    with atomic_write(path) as f:
+        f.write(header + "".join(kept))
+    return len(rows) - len(kept)
+
+
 def record_command(run_dir: str) -> None:
     """Appends this process's command line to the run's `commands.txt` (one
     short line per append, so an interrupted write cannot damage earlier ones)."""
@@ -197,7 +224,38 @@ def load_run(run_dir: str) -> tuple[TrainConfig, keras.Model]:
         UsageError: `run_dir` holds no model file, or a bad config.json.
     """
     model_file = _run_model_file(run_dir)
-    return load_config(run_dir), keras.models.load_model(model_file)
+    return load_config(run_dir), load_model_file(model_file)
+
+
+def load_model_file(path: str) -> keras.Model:
+    """`keras.models.load_model` in safe mode, with a one-line refusal.
+
+    A `.keras` file that holds code (a Lambda layer, a function) or names a
+    class Keras does not know (`os.system`, `builtins.exec`) is blocked by
+    Keras's safe_mode; this turns its long message into one line that says
+    the file was not loaded. safe_mode is never turned off.
+
+    Raises:
+        UsageError: the file is damaged, holds code or an unknown class.
+    """
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except (ValueError, TypeError) as e:
+        text = str(e)
+        if "safe_mode" in text or "arbitrary code" in text:
+            why = "it holds code (a Lambda layer or a Python function)"
+        elif "Could not locate" in text or "Unknown" in text:
+            name = re.search(r"(?:class|function|object) '?([\w.]+)'?", text)
+            known = name.group(1) if name else "unknown"
+            why = f"it names a class or function Keras does not know ({known})"
+        elif "zip" in text or "File not found" in text or "not a" in text:
+            why = "it is not a readable .keras archive (damaged or truncated)"
+        else:
+            raise
+        raise UsageError(
+            f"{path} was not loaded: {why}. keras-vae loads .keras files in Keras's safe "
+            "mode only; use a model.keras written by `keras-vae train`."
+        ) from None
 
 
 def load_config(run_dir: str) -> TrainConfig:

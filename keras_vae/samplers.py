@@ -18,6 +18,7 @@ seed gives the same images in `keras_vae.generation`, and the exported
 from __future__ import annotations
 
 import os
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -44,11 +45,29 @@ class GaussianMixtureSampler:
         self.weights = np.asarray(weights, np.float32)
         self.means = np.asarray(means, np.float32)
         self.covariances = np.asarray(covariances, np.float32)
+        if self.means.ndim != 2:
+            raise UsageError(f"Inconsistent mixture: means of shape {self.means.shape}.")
         k, d = self.means.shape
         if self.weights.shape != (k,) or self.covariances.shape != (k, d, d):
             raise UsageError(
                 f"Inconsistent mixture: weights {self.weights.shape}, means "
                 f"{self.means.shape}, covariances {self.covariances.shape}."
+            )
+        bad = [
+            name
+            for name, values in (
+                ("weights", self.weights),
+                ("means", self.means),
+                ("covariances", self.covariances),
+            )
+            if not np.all(np.isfinite(values))
+        ]
+        if bad:
+            raise UsageError(f"Invalid mixture: its {' and '.join(bad)} hold NaN or infinity.")
+        if np.any(self.weights < 0) or not np.isclose(self.weights.sum(), 1.0, atol=1e-3):
+            raise UsageError(
+                f"Invalid mixture: its weights must be >= 0 and sum to 1; they sum to "
+                f"{self.weights.sum():.4g}."
             )
         self.cholesky = np.linalg.cholesky(self.covariances.astype(np.float64)).astype(np.float32)
 
@@ -63,6 +82,11 @@ class GaussianMixtureSampler:
         from sklearn.mixture import GaussianMixture
 
         latents = np.asarray(latents, np.float64)
+        if len(latents) < 2:
+            raise UsageError(
+                f"The GMM sampler is fitted to the training images' latents and needs at "
+                f"least 2; the training split has {len(latents)}. Use --sampler prior."
+            )
         components = min(components, len(latents))
         fitted = GaussianMixture(
             components, covariance_type="full", random_state=seed, reg_covar=1e-6
@@ -88,12 +112,23 @@ class GaussianMixtureSampler:
 
     @classmethod
     def load(cls, path: str):
+        """The sampler saved in `path`, checked: a damaged or invalid file is refused.
+
+        Raises:
+            UsageError: naming the file, what is wrong and how to fit it again.
+        """
+        fix = (
+            "In a run directory, delete it: the next `keras-vae generate --sampler gmm "
+            "--model RUN` fits it again. In a preset, reinstall the package."
+        )
         try:
             with np.load(path, allow_pickle=False) as saved:
                 return cls(saved["weights"], saved["means"], saved["covariances"])
-        except (OSError, ValueError, KeyError, np.linalg.LinAlgError) as e:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise UsageError(f"{path} is not a readable GMM sampler ({e}). {fix}") from None
+        except np.linalg.LinAlgError as e:
             raise UsageError(
-                f"{path} is not a readable GMM sampler ({e}); delete it and it is fitted again."
+                f"{path}: the GMM sampler's covariances are not positive definite ({e}). {fix}"
             ) from None
 
 

@@ -54,6 +54,9 @@ def open_source(spec: str) -> Source:
         UsageError: none of these, naming the shipped presets.
     """
     if presets.is_preset(spec):
+        note = presets.shadow_note(spec)
+        if note:
+            print(note)
         directory = presets.resolve(spec)
         metadata = presets.read(directory)[2]
         saved = metadata.get("train_config")
@@ -72,10 +75,21 @@ def open_source(spec: str) -> Source:
         names = list(metrics.get("dataset", {}).get("class_names", []))
         return Source(model, spec, run_dir=spec, config=config, class_names=names)
     if spec.endswith(".keras") and os.path.isfile(spec):
-        return Source(keras.models.load_model(spec), spec)
-    if os.path.isdir(spec):  # a folder that is neither: the run directory's own message
-        runs.resolve_model_path(spec)
+        return Source(runs.load_model_file(spec), spec)
+    if os.path.isdir(spec):  # a folder that is neither a run nor a preset
+        name = os.path.basename(os.path.normpath(spec))
+        shipped = (
+            f" For the shipped preset, pass its bare name {name}."
+            if name in presets.available()
+            else ""
+        )
+        raise UsageError(
+            f"--model {spec}: this folder is neither a run directory (it holds no "
+            f"{runs.MODEL_FILE}) nor a preset folder. A bare name is a shipped preset; "
+            f"a path is a folder.{shipped}"
+        )
     raise UsageError(
-        f"--model {spec}: no such run directory, .keras file or preset. Shipped presets: "
-        f"{', '.join(presets.available()) or 'none'}."
+        f"--model {spec}: no such run directory, .keras file or preset. A bare name is a "
+        f"shipped preset ({', '.join(presets.available()) or 'none'}); anything else is a "
+        "path to a run directory, a .keras file or a preset folder."
     )

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from keras_vae import data, distribute, evaluation, inputs, pictures, precision, runs, samplers
 from keras_vae.config import TrainConfig
-from keras_vae.errors import UsageError
+from keras_vae.errors import Interrupted, UsageError
 from keras_vae.export.writer import export_all
 from keras_vae.optimizers import AdamNormGrad
 from keras_vae.vae import VAE
@@ -85,18 +85,59 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
     weights alone would not show it.)
     """
 
+    def __init__(self, config: TrainConfig | None = None):
+        super().__init__()
+        self.config = config
+
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = float(np.ravel((logs or {}).get("loss", 0.0))[0])
+        self._check(logs, "loss", f"batch {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key in ("loss", "val_loss"):
+            self._check(logs, key, "its end")
+
+    def _check(self, logs, key, where):
+        loss = float(np.ravel((logs or {}).get(key, 0.0))[0])
         if not math.isfinite(loss):
+            unusual = unusual_flags(self.config) if self.config else []
+            if unusual:
+                fix = (
+                    f"These flags are far outside their usual range: {'; '.join(unusual)}. "
+                    "Bring them back into it"
+                )
+            else:
+                fix = (
+                    "Lower `--learning-rate`, add `--clipnorm 1`, or use "
+                    "`--mixed-precision float32`"
+                )
             raise FloatingPointError(
-                f"Training diverged: the loss was {loss} at epoch {self.epoch + 1}, batch "
-                f"{batch + 1}. No model or metrics were written; the backup holds the last "
-                "finished epoch. Lower `--learning-rate`, add `--clipnorm 1`, or use "
-                "`--mixed-precision float32`, then start a new `--output-dir`."
+                f"Training diverged: the {key.replace('_', ' ')} was {loss} at epoch "
+                f"{self.epoch + 1}, {where}. No model or metrics were written; the backup "
+                f"holds the last finished epoch. {fix}, then start a new `--output-dir`."
             )
+
+
+# Where each numeric flag is usually set; a divergence names the ones outside.
+USUAL_RANGES = {
+    "learning_rate": (1e-6, 1e-2),
+    "beta": (0.0, 100.0),
+    "free_bits": (0.0, 10.0),
+    "clipnorm": (1e-3, 1e3),
+    "kl_warmup_epochs": (0.0, 1e4),
+}
+
+
+def unusual_flags(config: TrainConfig) -> list[str]:
+    """`"--beta 1e+30 (usually 0 to 100)"` for each flag outside `USUAL_RANGES`."""
+    found = []
+    for name, (low, high) in USUAL_RANGES.items():
+        value = getattr(config, name)
+        if value is not None and not low <= value <= high:
+            found.append(f"--{name.replace('_', '-')} {value:g} (usually {low:g} to {high:g})")
+    return found
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -231,6 +272,9 @@ def _set_up(config: TrainConfig) -> _Run:
         print(f"The run trained its {done} epochs but was not finished: finishing it.")
     if chief:
         runs.record_command(run_dir)
+        dropped = runs.truncate_history(run_dir, done)
+        if dropped:
+            print(f"history.csv: dropped {dropped} row(s) past the backup's {done} epoch(s).")
     with strategy.scope():
         num_classes = datasets.info.num_classes if config.conditional else 0
         model = build_model(config, datasets.image_shape, datasets.steps_per_epoch, num_classes)
@@ -275,7 +319,7 @@ def _plan(config, described, policy, datasets, run_dir, model) -> str:
 
 def _callbacks(run: _Run) -> list:
     config = run.config
-    callbacks = [NonFiniteLossGuard()]
+    callbacks = [NonFiniteLossGuard(config)]
     backup_dir = _backup_dir(run.run_dir, run.described, run.strategy)
     early = None
     if config.early_stopping:
@@ -361,7 +405,11 @@ def _write_artifacts(run: _Run, record: dict) -> dict:
     exports = {}
     if config.export:
         images = data.to_uint8(run.examples[0][: inputs.EXPORT_CALIBRATION_IMAGES])
-        gmm = samplers.run_gmm(run_dir, model, config)  # for the generate_gmm signature
+        try:
+            gmm = samplers.run_gmm(run_dir, model, config)  # for the generate_gmm signature
+        except UsageError as e:
+            print(f"The exports have no generate_gmm signature: {e}")
+            gmm = None
         exports = export_all(model, run_dir, config.model_name, images, gmm=gmm)
         print(f"Exported: {json.dumps(exports)}")
     metrics = {
@@ -403,6 +451,16 @@ def train(config: TrainConfig) -> dict:
     model, metrics, pictures and exports (the others return an empty dict).
     """
     run = _set_up(config)
+    try:
+        return _train(run)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"The run stopped; {run.run_dir}/{runs.BACKUP_DIR} keeps every finished epoch. "
+            f"Resume it with: keras-vae train --resume --output-dir {run.run_dir}"
+        ) from None
+
+
+def _train(run: _Run) -> dict:
     callbacks = _callbacks(run)
     # shuffle=False: the pipeline already reshuffles each epoch (seeded).
     # Without --validation-split the test split is evaluated after every epoch

@@ -118,3 +118,41 @@ def assert_iw_bound_converges_from_above(model, x, true_nll: float, tolerance: f
     )  # tighter with K
     assert abs(bounds[-1] - true_nll) < tolerance, (bounds, true_nll)
     assert bounds[0] - true_nll > 0.1, (bounds, true_nll)
+
+
+# The tests that start subprocesses or train on real data: marked `slow`, so
+# that `pytest -m "not slow"` is a quick loop. CI runs them all. (Measured with
+# `pytest --durations`: each of these took 4 s or more on 2 CPU cores.)
+SLOW_MODULES = {"test_train.py", "test_distribute.py", "test_packaging.py", "test_quality.py"}
+SLOW_TESTS = {
+    "test_conditional_cli_run_exports_label_signatures",
+    "test_conditional_model_trains_round_trips_and_generates_classes",
+    "test_each_old_entry_point_runs_its_command",
+    "test_importing_the_package_loads_no_tensorflow_and_still_registers_the_model",
+    "test_help_loads_no_tensorflow",
+    "test_evaluate_cli_updates_metrics",
+    "test_objectives_train_round_trip_and_export",
+    "test_export_cli_errors",
+    "test_killed_export_leaves_previous_version_intact",
+    "test_layout_and_versions",
+    "test_saved_model_cli_runs_every_signature",
+    "test_a_second_train_on_a_busy_run_directory_writes_nothing",
+    "test_a_second_writer_is_refused_naming_the_first",
+    "test_folder_run_trains_and_names_its_classes",
+    "test_rgb_faces_of_mixed_sizes_train_at_image_size_and_generate_rgb",
+    "test_two_level_cli_run_reports_the_bound_over_both_latents",
+    "test_two_level_model_trains_round_trips_and_exports",
+    "test_gated_mlp_exports_the_same_signatures",
+    "test_a_model_trained_with_adamnormgrad_reloads_in_a_command_line",
+    "test_shipped_preset_reproduces_its_recorded_bound_in_a_fresh_process",
+    "test_learned_priors_train_and_round_trip",
+    "test_every_picture_has_its_size_and_is_not_blank",
+    "test_the_traversal_picture_labels_its_rows_and_columns",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.originalname if hasattr(item, "originalname") else item.name
+        if item.path.name in SLOW_MODULES or name in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)

@@ -287,6 +287,7 @@ def test_grpc_and_rest_clients_against_a_local_server(exported, capsys):
     np.testing.assert_allclose(got["negative_elbo"]["values"], expected["negative_elbo"], rtol=1e-5)
 
     bodies = []
+    broken = []  # answers the server gives instead of the real one, in turn
 
     class Rest(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
@@ -300,7 +301,14 @@ def test_grpc_and_rest_clients_against_a_local_server(exported, capsys):
                 columns = body["inputs"]
             feed = {k: tf.constant(v, dtype=spec[k].dtype) for k, v in columns.items()}
             outputs = {k: v.numpy().tolist() for k, v in sig(**feed).items()}
-            payload = json.dumps({"outputs": outputs}).encode()
+            if "instances" in body:  # TF Serving answers rows with rows
+                rows = [
+                    dict(zip(outputs, v, strict=True)) for v in zip(*outputs.values(), strict=True)
+                ]
+                payload = json.dumps({"predictions": rows}).encode()
+            else:
+                payload = json.dumps({"outputs": outputs}).encode()
+            payload = broken.pop(0) if broken else payload
             self.send_response(200)
             self.end_headers()
             self.wfile.write(payload)
@@ -331,12 +339,32 @@ def test_grpc_and_rest_clients_against_a_local_server(exported, capsys):
                 == 0
             )
             reply = json.loads(capsys.readouterr().out)
+            if form == "instances":
+                reply = {
+                    "outputs": {"negative_elbo": [r["negative_elbo"] for r in reply["predictions"]]}
+                }
             np.testing.assert_allclose(
                 reply["outputs"]["negative_elbo"], expected["negative_elbo"], rtol=1e-5
             )
+        # An answer that is not JSON, lacks the signature's outputs or has the wrong
+        # number of rows is refused with the server's reply, never printed with exit 0.
+        for answer, message in [
+            (b"<html>proxy error</html>", "not JSON"),
+            (b'{"outputs": {"z": [1, 2, 3]}}', "lacks the outputs ['negative_elbo'"),
+            (
+                b'{"outputs": {"negative_elbo": [1], "reconstruction": [1], "kl": [1]}}',
+                "1 rows for 3",
+            ),
+            (b'{"error": "signature not found"}', "has no `outputs`"),
+        ]:
+            broken.append(answer)
+            argv = ["rest", "--signature", "score", "--images", str(tmp / "images.npy")]
+            assert serve_signature.main([*argv, "--url", url]) == 2
+            err = capsys.readouterr().err
+            assert message in err and "TF Serving answered:" in err, err
     finally:
         httpd.shutdown()
-    assert [path for path, _ in bodies] == ["/v1/models/vae:predict"] * 2
+    assert [path for path, _ in bodies][:2] == ["/v1/models/vae:predict"] * 2
     assert len(bodies[0][1]["instances"]) == 3
     assert np.array(bodies[1][1]["inputs"]["images"]).shape == (3, 28, 28, 1)
 
@@ -370,6 +398,18 @@ def _serve_all_tflite(model_path, inputs, out_dir):
     result = _subprocess(code, json.dumps(jobs))
     assert "imported: []" in result.stdout, result.stdout[-2000:]
     return {sig: dict(np.load(path)) for sig, path in files.items()}
+
+
+def test_the_serve_commands_table_of_outputs_is_the_exports(exported):
+    """`keras-vae serve rest` checks answers against SIGNATURE_OUTPUTS, kept
+    without TensorFlow: it must name what the export's signatures return."""
+    from keras_vae.cli.serve import SIGNATURE_OUTPUTS
+
+    _, paths, _, _ = exported
+    signatures = runner.open_model(paths["saved_model"]).signatures
+    assert set(signatures) <= set(SIGNATURE_OUTPUTS)
+    for name, spec in signatures.items():
+        assert set(SIGNATURE_OUTPUTS[name]) - {"component"} <= set(spec.outputs), name
 
 
 def test_litert_without_tensorflow_matches_saved_model(exported, tmp_path):

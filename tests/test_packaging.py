@@ -31,7 +31,7 @@ def test_wheel_installs_only_keras_vae(tmp_path):
     scripts = configparser.ConfigParser()
     scripts.read_string(zipfile.ZipFile(wheel).read(f"{info}/entry_points.txt").decode())
     targets = dict(scripts["console_scripts"])
-    assert {"keras-vae-train", "keras-vae-export", "keras-vae-serve"} <= set(targets)
+    assert {"keras-vae", "keras-vae-train", "keras-vae-export", "keras-vae-serve"} <= set(targets)
     for target in targets.values():
-        module = target.split(":")[0]
-        assert f"{module.replace('.', '/')}.py" in names, target
+        module = target.split(":")[0].replace(".", "/")
+        assert f"{module}.py" in names or f"{module}/__init__.py" in names, target

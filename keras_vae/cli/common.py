@@ -165,6 +165,19 @@ def _filter_native_stderr() -> None:
     atexit.register(restore)
 
 
+def check_model(spec: str, flag: str = "--model") -> None:
+    """A `--model` that names nothing fails at once, before TensorFlow loads.
+
+    What it names (a run, a .keras file, a preset) is checked when it is read.
+    """
+    if not (os.path.exists(spec) or presets.is_shipped_name(spec)):
+        shipped = ", ".join(presets.available()) or "none"
+        raise UsageError(
+            f"{flag} {spec}: no such run directory, .keras file or preset folder. A bare "
+            f"name is a shipped preset ({shipped}); anything else is a path."
+        )
+
+
 def run(work, *args, verbose: bool = False) -> int:
     """Calls `work(*args)`; a user's mistake becomes exit 2 and one line.
 
@@ -180,5 +193,8 @@ def run(work, *args, verbose: bool = False) -> int:
     except KeyboardInterrupt as e:
         message = str(e) if isinstance(e, Interrupted) else ""
         print(f"Stopped (Ctrl-C). {message}".rstrip(), file=sys.stderr)
+        # An interrupted TensorFlow leaves objects whose finalizers complain at
+        # exit ("Exception ignored in ..."): after Ctrl-C the one line is all.
+        sys.unraisablehook = lambda unraisable: None
         return 130
     return 0

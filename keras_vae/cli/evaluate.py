@@ -101,6 +101,7 @@ def main(argv=None, prog: str = "keras-vae evaluate") -> int:
         parser.error("--preset-weights applies only with --save-preset DIR; add it or drop it.")
 
     def work():
+        common.check_model(args.model)
         import json
 
         from keras_vae import evaluation  # TensorFlow loads here

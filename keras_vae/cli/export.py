@@ -71,6 +71,7 @@ def main(argv=None, prog: str = "keras-vae export") -> int:
     args = build_parser(prog).parse_args(argv)
 
     def work():
+        common.check_model(args.model or args.preset, "--model" if args.model else "--preset")
         # TensorFlow loads here, after the flags: a fast --help.
         from keras_vae import sources
         from keras_vae.export.writer import export_all

@@ -73,6 +73,7 @@ def main(argv=None, prog: str = "keras-vae generate") -> int:
     args = build_parser(prog).parse_args(argv)
 
     def work():
+        common.check_model(args.model)
         from keras_vae import generation  # TensorFlow loads here
 
         generation.run(args)

@@ -112,6 +112,72 @@ def _summarise(outputs: dict) -> dict:
     }
 
 
+# What each keras-vae signature returns (keras_vae/export/signatures.py; the
+# mixture and GMM forms add `component`), to check a server's answer without
+# TensorFlow. tests/test_export.py checks this against a real export.
+SIGNATURE_OUTPUTS = {
+    "serving_default": ("z_mean", "z_log_var", "z"),
+    "decode": ("mean", "logits"),
+    "reconstruct": ("reconstruction",),
+    "generate": ("images", "z"),
+    "generate_from_noise": ("images", "z"),
+    "score": ("negative_elbo", "reconstruction", "kl"),
+    "generate_gmm": ("images", "z", "component"),
+}
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _batch_of(inputs: dict) -> int | None:
+    if "count" in inputs and np.ndim(inputs["count"]) == 0:
+        return int(inputs["count"])
+    sizes = {len(v) for v in inputs.values() if np.ndim(v) > 0}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def check_rest_answer(answer: str, signature: str, inputs: dict, form: str) -> dict:
+    """TF Serving's REST answer, checked: JSON, the signature's outputs, one row per input.
+
+    Returns the outputs as `{name: value}`.
+
+    Raises:
+        ValueError: naming what is wrong, with the server's reply (shortened).
+    """
+    said = f"TF Serving answered: {_short(answer)}"
+    try:
+        reply = json.loads(answer)
+    except json.JSONDecodeError:
+        raise ValueError(f"The answer is not JSON. {said}") from None
+    key = "outputs" if form == "inputs" else "predictions"
+    if not isinstance(reply, dict) or key not in reply:
+        raise ValueError(f"The answer has no `{key}`. {said}")
+    expected = SIGNATURE_OUTPUTS.get(signature)
+    outputs = reply[key]
+    if form == "instances" and isinstance(outputs, list):
+        if outputs and all(isinstance(row, dict) for row in outputs):
+            outputs = {k: [row.get(k) for row in outputs] for k in outputs[0]}
+        else:  # one output: rows of bare values
+            outputs = {(expected or ("output",))[0]: outputs}
+    elif not isinstance(outputs, dict):  # one output: TF Serving drops its name
+        outputs = {(expected or ("output",))[0]: outputs}
+    required = [n for n in (expected or ()) if n != "component"]
+    missing = [n for n in required if n not in outputs]
+    if missing or not outputs:
+        raise ValueError(
+            f"The answer lacks the outputs {missing or 'of any kind'} of signature "
+            f"{signature!r}. {said}"
+        )
+    batch = _batch_of(inputs)
+    for name, value in outputs.items():
+        if batch is not None and (not isinstance(value, list) or len(value) != batch):
+            rows = len(value) if isinstance(value, list) else "no"
+            raise ValueError(f"The answer's `{name}` has {rows} rows for {batch} inputs. {said}")
+    return outputs
+
+
 MAX_TIMEOUT_SECONDS = 3600.0
 
 
@@ -246,6 +312,13 @@ def main(argv=None, prog: str = "keras-vae serve") -> int:
             for spec in open_model(args.model).signatures.values():
                 print(spec.describe())
             return 0
+        if getattr(args, "output", None):
+            folder = os.path.dirname(os.path.abspath(args.output))
+            if not os.path.isdir(folder):
+                raise ValueError(
+                    f"--output {args.output}: the folder {folder} does not exist; create it "
+                    "or write somewhere else."
+                )
         inputs = load_inputs(args)
         if args.command == "run":
             from keras_vae.export.runner import open_model
@@ -283,7 +356,9 @@ def main(argv=None, prog: str = "keras-vae serve") -> int:
             )
             try:
                 with urllib.request.urlopen(request, timeout=args.timeout) as response:
-                    print(response.read().decode())
+                    answer = response.read().decode(errors="replace")
+                check_rest_answer(answer, args.signature, inputs, args.form)
+                print(answer)
             except urllib.error.HTTPError as e:
                 raise ValueError(
                     f"TF Serving answered {e.code}: {e.read().decode()[:2000]}"

@@ -58,6 +58,7 @@ def main(argv=None, prog: str = "keras-vae visualize") -> int:
     args = build_parser(prog).parse_args(argv)
 
     def work():
+        common.check_model(args.model)
         from keras_vae import pictures  # TensorFlow loads here
 
         data = pictures.load_run_picture_data(

@@ -3,12 +3,16 @@
 Example:
 
 ```python
-import keras, keras_vae
+import numpy as np
+import keras_vae
 from keras_vae.export import export_all
-model = keras.models.load_model("runs/RUN/model.keras")
-paths = export_all(model, "runs/RUN", model_name="vae", images=test_images_uint8)
-# paths["saved_model"] == "runs/RUN/saved_model/vae/1"
-# paths["tflite"]["float16"] == "runs/RUN/tflite/vae/1/vae_float16.tflite"
+
+model = keras_vae.VAE(latent_dim=2)
+model.compile("adam")
+model.fit(np.zeros((8, 28, 28, 1), np.float32), epochs=1, verbose=0)
+images = np.zeros((8, 28, 28, 1), np.uint8)  # real images calibrate int8 better
+paths = export_all(model, "/tmp/keras_vae_example_all", model_name="vae", images=images)
+assert paths["tflite"]["float16"].endswith("vae_float16.tflite")
 ```
 """
 
@@ -26,6 +30,7 @@ from keras_vae.errors import UsageError
 from keras_vae.export import saved_model
 from keras_vae.export import tflite as tflite_lib
 from keras_vae.export.signatures import signature_names
+from keras_vae.files import remove_stale_staging
 from keras_vae.precision import with_policy
 from keras_vae.runs import lock_run_dir
 
@@ -71,7 +76,10 @@ def export_all(
             # The .tflite files first, into a hidden folder, so that a failure
             # (a full disk, a conversion error) leaves no new version at all.
             os.makedirs(tflite_base, exist_ok=True)
-            staging = tempfile.mkdtemp(prefix=".tmp-export-", dir=tflite_base)
+            # Left by an export that was killed (the run directory is locked: no
+            # other export of it is running).
+            remove_stale_staging(tflite_base, ".tmp-export-")
+            staging = tempfile.mkdtemp(prefix=f".tmp-export-{os.getpid()}-", dir=tflite_base)
             staged = _convert_tflite(model, images, staging, gmm)
         version_dir = saved_model.export_saved_model(
             model, os.path.join(out_dir, "saved_model", model_name), images, gmm
