@@ -21,7 +21,11 @@ class AdamNormGrad(keras.optimizers.Adam):
     Example:
 
     ```python
-    model.compile(optimizer=keras_vae.optimizers.AdamNormGrad(5e-4))
+    import keras_vae
+    from keras_vae.optimizers import AdamNormGrad
+
+    model = keras_vae.VAE(latent_dim=2)
+    model.compile(optimizer=AdamNormGrad(5e-4))
     ```
     """
 

@@ -3,11 +3,15 @@
 Example:
 
 ```python
+import numpy as np
 import keras_vae
+
+images = np.random.default_rng(0).random((32, 28, 28, 1), dtype=np.float32)  # in [0, 1]
 vae = keras_vae.VAE(image_shape=(28, 28, 1), latent_dim=16)
 vae.compile(optimizer="adam")
-vae.fit(images, epochs=5)  # images: float32 in [0, 1], (N, 28, 28, 1)
+vae.fit(images, epochs=1, verbose=0)
 neg_elbo = vae.negative_elbo(images[:8])["loss"]  # (8,) nats per image
+assert neg_elbo.shape == (8,)
 ```
 
 #### Mathematical details

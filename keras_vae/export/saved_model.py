@@ -10,11 +10,15 @@ atomic), so a server watching the base path never sees half a model.
 Example:
 
 ```python
-import keras
+import numpy as np
+import keras_vae
 from keras_vae.export import saved_model
-model = keras.models.load_model("runs/RUN/model.keras")
-path = saved_model.export_saved_model(model, "runs/RUN/saved_model/vae")
-# path == "runs/RUN/saved_model/vae/1"
+
+model = keras_vae.VAE(latent_dim=2)
+model.compile("adam")
+model.fit(np.zeros((8, 28, 28, 1), np.float32), epochs=1, verbose=0)
+path = saved_model.export_saved_model(model, "/tmp/keras_vae_example/saved_model/vae")
+assert path.startswith("/tmp/keras_vae_example/saved_model/vae/")  # the next version
 ```
 """
 
