@@ -178,7 +178,7 @@ def evaluate(
     _check_num_samples(iw_samples)
     if verbose:
         print(
-            f"IW bound, K={iw_samples} on {len(images)} images: {iw_cost(iw_samples, len(images))}"
+            f"Estimated: K={iw_samples} on {len(images)} images, {iw_cost(iw_samples, len(images))}"
         )
     start = time.perf_counter()
     progress = _progress(len(images), verbose, f", K={iw_samples}")

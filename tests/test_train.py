@@ -111,9 +111,9 @@ def test_verbose_brings_the_libraries_logs_back(fashion_mnist_dir, tmp_path):
     out = str(tmp_path / "run")
     args = ["--train-split", "train[:256]", "--test-split", "test[:128]", "--epochs", "1"]
     args += ["--iw-samples", "0", "--no-export", "--output-dir", out]
-    quiet, verbose = run_cli(*args), run_cli(*args[:-1], out + "-v", "--verbose")
-    assert quiet.returncode == 0 and verbose.returncode == 0, verbose.stderr[-2000:]
-    assert not NATIVE_NOISE.search(quiet.stdout + quiet.stderr)
+    # The default console's quiet run is `real_run` (the test above).
+    verbose = run_cli(*args, "--verbose")
+    assert verbose.returncode == 0, verbose.stderr[-2000:]
     assert re.search(r"^I0000 .*oneDNN", verbose.stderr, re.M), verbose.stderr[-2000:]
 
 
