@@ -123,7 +123,16 @@ def assert_iw_bound_converges_from_above(model, x, true_nll: float, tolerance: f
 # The tests that start subprocesses or train on real data: marked `slow`, so
 # that `pytest -m "not slow"` is a quick loop. CI runs them all. (Measured with
 # `pytest --durations`: each of these took 4 s or more on 2 CPU cores.)
-SLOW_MODULES = {"test_train.py", "test_distribute.py", "test_packaging.py", "test_quality.py"}
+SLOW_MODULES = {
+    "test_train.py",
+    "test_distribute.py",
+    "test_packaging.py",
+    "test_quality.py",
+    # Their module fixtures train and export models (10-35 s each).
+    "test_generate.py",
+    "test_visualize.py",
+    "test_export.py",
+}
 SLOW_TESTS = {
     "test_conditional_cli_run_exports_label_signatures",
     "test_conditional_model_trains_round_trips_and_generates_classes",
@@ -146,6 +155,7 @@ SLOW_TESTS = {
     "test_a_model_trained_with_adamnormgrad_reloads_in_a_command_line",
     "test_shipped_preset_reproduces_its_recorded_bound_in_a_fresh_process",
     "test_learned_priors_train_and_round_trip",
+    "test_same_seed_same_losses_and_training_lowers_loss",
     "test_every_picture_has_its_size_and_is_not_blank",
     "test_the_traversal_picture_labels_its_rows_and_columns",
 }
