@@ -37,10 +37,12 @@ COMMANDS = {
 
 
 def top_parser() -> argparse.ArgumentParser:
+    commands = "\n".join(f"  {name:<10} {module.HELP}" for name, module in COMMANDS.items())
     parser = argparse.ArgumentParser(
         prog="keras-vae",
+        usage="keras-vae [-h] [--version] COMMAND ...",
         description="Variational autoencoders in Keras 3 with TensorFlow Probability: "
-        "train, evaluate, draw, generate, export and serve.",
+        "train, evaluate, draw, generate, export and serve.\n\ncommands:\n" + commands,
         epilog="Run `keras-vae COMMAND --help` for a command's flags and examples.\n\n"
         "examples:\n"
         "  keras-vae train --dataset fashion_mnist\n"
@@ -49,9 +51,9 @@ def top_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"keras-vae {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module in COMMANDS.items():
-        sub.add_parser(name, help=module.HELP, add_help=False)
+    parser.add_argument(
+        "command", metavar="COMMAND", choices=list(COMMANDS), help=argparse.SUPPRESS
+    )
     return parser
 
 

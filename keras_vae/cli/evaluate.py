@@ -8,7 +8,7 @@ from keras_vae import choices
 from keras_vae.cli import common
 from keras_vae.config import MAX_IW_SAMPLES, iw_cost
 
-HELP = "Evaluate a finished run: the IW bound, FID/precision/recall, or save it as a preset."
+HELP = "The IW bound or FID of a run, or the run as a preset."
 EXAMPLES = [
     "keras-vae evaluate --model runs/RUN --iw-samples 5000",
     "keras-vae evaluate --model runs/RUN --fid",

@@ -10,7 +10,7 @@ import numpy as np
 from keras_vae.cli import common
 from keras_vae.errors import UsageError
 
-HELP = "Export a model for TF Serving (SavedModel) and LiteRT (TFLite)."
+HELP = "A SavedModel for TF Serving and TFLite files for LiteRT."
 EXAMPLES = [
     "keras-vae export --model runs/RUN",
     "keras-vae export --preset fashion_mnist_conv --output-dir exported/",

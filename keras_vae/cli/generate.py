@@ -7,7 +7,7 @@ import argparse
 from keras_vae import choices
 from keras_vae.cli import common
 
-HELP = "Generate new images as PNG files from a run, a .keras file or a preset."
+HELP = "New images as PNG files, from a run or a preset."
 EXAMPLES = [
     "keras-vae generate --model fashion_mnist_conv --count 64 --grid new_clothes.png",
     "keras-vae generate --model runs/RUN --count 16 --out new_designs/ --sampler gmm",

@@ -7,7 +7,7 @@ import json
 from keras_vae import presets
 from keras_vae.cli import common
 
-HELP = "List the shipped pretrained presets, or show one's config and figures."
+HELP = "List the shipped pretrained presets, or show one."
 EXAMPLES = [
     "keras-vae presets list",
     "keras-vae presets show fashion_mnist_vampprior",

@@ -25,7 +25,7 @@ import numpy as np
 
 from keras_vae.cli import common
 
-HELP = "List, run or send the signatures of an export (SavedModel, .tflite, TF Serving)."
+HELP = "List, run or send the signatures of an export."
 
 
 def load_inputs(args) -> dict:

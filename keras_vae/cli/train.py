@@ -5,7 +5,7 @@ from __future__ import annotations
 from keras_vae import config as config_lib
 from keras_vae.cli import common
 
-HELP = "Train a VAE and write its run directory (model, metrics, pictures, exports)."
+HELP = "Train a VAE and write its run directory."
 EXAMPLES = [
     "keras-vae train --dataset fashion_mnist --epochs 10",
     "keras-vae train --protocol vampprior --prior vamp --prior-components 500",

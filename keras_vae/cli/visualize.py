@@ -7,7 +7,7 @@ import argparse
 from keras_vae import choices
 from keras_vae.cli import common
 
-HELP = "Draw the pictures of a trained run and write its report.html."
+HELP = "Redraw a run's pictures and its report.html."
 EXAMPLES = [
     "keras-vae visualize --model runs/RUN",
     "keras-vae visualize --model runs/RUN --pictures traversals manifold --traversal-dims 4",
