@@ -72,6 +72,11 @@ def iw_cost(iw_samples: int, images: int) -> str:
     return f"{passes:.1e} decoder passes, about {max(seconds, 1):.0f} s on 2 CPU cores"
 
 
+def too_many_iw_samples(iw_samples: int) -> str:
+    """What a K above `MAX_IW_SAMPLES` would cost, for its refusal."""
+    return f"it would cost {iw_cost(iw_samples, 1000)} for 1,000 test images. Papers use 5000"
+
+
 def dataset_is_path(name: str) -> bool:
     """Whether `--dataset` names a folder or array file rather than a TFDS dataset."""
     return (
@@ -287,6 +292,7 @@ class TrainConfig:
         f"split. At most {MAX_IW_SAMPLES:,}.",
         min=0,
         max=MAX_IW_SAMPLES,
+        over_max=too_many_iw_samples,
         group="Evaluation",
     )
     iw_images: int = _field(
@@ -406,11 +412,11 @@ def _check_field(f: dataclasses.Field, value) -> None:
             f"Invalid value received for {flag}. Expected a finite number. Received: {value}"
         )
     low, above, below, high = (f.metadata.get(k) for k in ("min", "above", "below", "max"))
-    if f.name == "iw_samples" and value > high:
+    if high is not None and value > high:
+        why = f.metadata.get("over_max")
         raise UsageError(
             f"Invalid value received for {flag}. Expected a value <= {high:,}. Received: "
-            f"{value:,}, which would cost {iw_cost(value, 1000)} for 1,000 test images. "
-            "Papers use 5000."
+            f"{value:,}" + (f": {why(value)}." if why else "")
         )
     if (
         (low is not None and value < low)
@@ -486,8 +492,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def parse_config(argv=None, parser=None) -> TrainConfig:
     """Flags -> `TrainConfig`; with `--resume`, the saved config plus overrides."""
     parser = parser or build_parser()
-    given = vars(parser.parse_args(argv))
-    given.pop("verbose", None)  # a console flag, not part of the config
+    return config_from_flags(vars(parser.parse_args(argv)))
+
+
+def config_from_flags(given: dict) -> TrainConfig:
+    """The flags given (`build_parser`'s namespace as a dict) -> `TrainConfig`."""
+    given = {k: v for k, v in given.items() if k != "verbose"}  # a console flag
     if not given.get("resume"):
         return TrainConfig.from_flags(**given)
     if not given.get("output_dir"):

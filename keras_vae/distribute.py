@@ -164,6 +164,11 @@ def describe(strategy) -> dict:
     }
 
 
+def display_name(name: str) -> str:
+    """A strategy's name (`describe(...)["name"]`) as the console and the report show it."""
+    return "default" if name == "_DefaultDistributionStrategy" else name
+
+
 def check_batch_size(batch_size: int, strategy) -> int:
     """The per-replica batch, or an error if the global batch does not split."""
     replicas = strategy.num_replicas_in_sync

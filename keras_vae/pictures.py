@@ -41,7 +41,7 @@ import matplotlib
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import choices, evaluation, inputs, runs
+from keras_vae import choices, distribute, evaluation, inputs, runs
 from keras_vae.errors import UsageError
 from keras_vae.images import image_grid, write_png
 
@@ -135,6 +135,11 @@ def _posterior_means(model, images, labels=None) -> np.ndarray:
     return evaluation.posterior_statistics(model, images, labels=labels)[0]
 
 
+def traversal_offsets(steps: int = TRAVERSAL_STEPS) -> np.ndarray:
+    """The traversal's columns: -3 to +3 prior standard deviations."""
+    return np.linspace(-3.0, 3.0, steps, dtype=np.float32)
+
+
 def traversal_grid(model, images, num_dims: int, steps: int = TRAVERSAL_STEPS, labels=None):
     """One row per most-active dimension; returns `(grid, dims)`."""
     if not 1 <= num_dims <= model.code_dim:
@@ -145,7 +150,7 @@ def traversal_grid(model, images, num_dims: int, steps: int = TRAVERSAL_STEPS, l
     dims = np.argsort(-activity_per_dimension(model, images, labels))[:num_dims]
     first = None if labels is None else labels[:1]
     center = _posterior_means(model, images[:1], first)
-    offsets = np.linspace(-3.0, 3.0, steps, dtype=np.float32)
+    offsets = traversal_offsets(steps)
     z = np.repeat(center, num_dims * steps, axis=0).reshape(num_dims, steps, -1)
     for row, dim in enumerate(dims):
         z[row, :, dim] += offsets  # the standard normal prior's standard deviation is 1
@@ -406,11 +411,10 @@ def _traversals(data: PictureData):
         f"Rows: latent dimensions {dims} (most active first), each swept from -3 to +3 "
         f"{scale} around the first test image's posterior mean."
     )
-    offsets = np.linspace(-3.0, 3.0, TRAVERSAL_STEPS)
     plot = labelled_grid(
         grid,
         rows=[f"z[{d}]" for d in dims],
-        columns=[f"{v:+.1f}" if v else "0" for v in offsets],
+        columns=[f"{v:+.1f}" if v else "0" for v in traversal_offsets()],
         xlabel=f"offset from the posterior mean ({scale})",
         ylabel="latent dimension",
     )
@@ -591,15 +595,14 @@ def write_report(run_dir: str, pictures: dict) -> str:
             figures.append(f"<p><b>{name}</b>: not drawn, {html.escape(entry['skipped'])}.</p>")
     title = f"keras-vae run: {html.escape(os.path.basename(os.path.normpath(run_dir)))}"
     dataset = metrics.get("dataset", {})
-    strategy = str(metrics.get("strategy", {}).get("name", ""))
-    strategy = strategy.replace("_DefaultDistributionStrategy", "default strategy")
+    strategy = distribute.display_name(str(metrics.get("strategy", {}).get("name", "")))
     about = ""
     if dataset:
         shape = "x".join(map(str, dataset.get("image_shape", [])))
         about = (
             f"<p>{html.escape(str(dataset.get('name')))}, images {shape}; "
             f"{html.escape(str(metrics.get('precision', '')))}; "
-            f"{html.escape(strategy)}</p>"
+            f"strategy {html.escape(strategy)}</p>"
         )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>

@@ -75,6 +75,14 @@ def is_shipped_name(spec: str) -> bool:
     return os.sep not in spec and spec in available()
 
 
+def naming_rule() -> str:
+    """The rule of `--model` and `--preset`, for the refusals that need it."""
+    return (
+        f"A bare name is a shipped preset ({_describe_available()}); anything else is a "
+        "path to a run directory, a .keras file or a preset folder."
+    )
+
+
 def is_preset(spec: str) -> bool:
     """Whether `spec` names a shipped preset or a preset folder."""
     return is_shipped_name(spec) or (os.path.isdir(spec) and not _missing(spec))

@@ -139,11 +139,12 @@ def truncate_history(run_dir: str, epochs: int) -> int:
     if not lines:
         return 0
     header, rows = lines[0], lines[1:]
-    kept = [
-        r
-        for r in rows
-        if r.strip() and r.split(",", 1)[0].isdigit() and int(r.split(",", 1)[0]) < epochs
-    ]
+
+    def epoch(row: str) -> int:
+        first = row.split(",", 1)[0]
+        return int(first) if first.isdigit() else epochs  # a damaged row goes too
+
+    kept = [row for row in rows if row.strip() and epoch(row) < epochs]
     if len(kept) == len(rows):
         return 0
     with atomic_write(path) as f:

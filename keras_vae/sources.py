@@ -89,7 +89,5 @@ def open_source(spec: str) -> Source:
             f"a path is a folder.{shipped}"
         )
     raise UsageError(
-        f"--model {spec}: no such run directory, .keras file or preset. A bare name is a "
-        f"shipped preset ({', '.join(presets.available()) or 'none'}); anything else is a "
-        "path to a run directory, a .keras file or a preset folder."
+        f"--model {spec}: no such run directory, .keras file or preset. {presets.naming_rule()}"
     )

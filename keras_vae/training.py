@@ -299,7 +299,7 @@ def _plan(config, described, policy, datasets, run_dir, model) -> str:
     source = "" if info.source == "tfds" else f" from {info.source}"
     shape = "x".join(map(str, datasets.image_shape))
     prior = config.prior + (f" ({config.prior_components})" if config.prior_components else "")
-    strategy_name = described["name"].replace("_DefaultDistributionStrategy", "default")
+    strategy_name = distribute.display_name(described["name"])
     lines = [
         f"Data:       {info.name}{source}; {config.train_split} for training, "
         f"{config.test_split} for test"

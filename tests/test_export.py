@@ -409,7 +409,7 @@ def test_the_serve_commands_table_of_outputs_is_the_exports(exported):
     signatures = runner.open_model(paths["saved_model"]).signatures
     assert set(signatures) <= set(SIGNATURE_OUTPUTS)
     for name, spec in signatures.items():
-        assert set(SIGNATURE_OUTPUTS[name]) - {"component"} <= set(spec.outputs), name
+        assert set(SIGNATURE_OUTPUTS[name]) <= set(spec.outputs), name
 
 
 def test_litert_without_tensorflow_matches_saved_model(exported, tmp_path):

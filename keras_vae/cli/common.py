@@ -171,10 +171,8 @@ def check_model(spec: str, flag: str = "--model") -> None:
     What it names (a run, a .keras file, a preset) is checked when it is read.
     """
     if not (os.path.exists(spec) or presets.is_shipped_name(spec)):
-        shipped = ", ".join(presets.available()) or "none"
         raise UsageError(
-            f"{flag} {spec}: no such run directory, .keras file or preset folder. A bare "
-            f"name is a shipped preset ({shipped}); anything else is a path."
+            f"{flag} {spec}: no such run directory, .keras file or preset. {presets.naming_rule()}"
         )
 
 

@@ -6,7 +6,7 @@ import argparse
 
 from keras_vae import choices
 from keras_vae.cli import common
-from keras_vae.config import MAX_IW_SAMPLES, iw_cost
+from keras_vae.config import MAX_IW_SAMPLES, too_many_iw_samples
 
 HELP = "The IW bound or FID of a run, or the run as a preset."
 EXAMPLES = [
@@ -20,8 +20,7 @@ def _iw_samples(text: str) -> int:
     value = common.bounded_int(1)(text)
     if value > MAX_IW_SAMPLES:
         raise argparse.ArgumentTypeError(
-            f"expected K <= {MAX_IW_SAMPLES:,}, got {value:,}: it would cost "
-            f"{iw_cost(value, 1000)} for 1,000 test images. Papers use 5000"
+            f"expected K <= {MAX_IW_SAMPLES:,}, got {value:,}: {too_many_iw_samples(value)}"
         )
     return value
 

@@ -112,8 +112,8 @@ def _summarise(outputs: dict) -> dict:
     }
 
 
-# What each keras-vae signature returns (keras_vae/export/signatures.py; the
-# mixture and GMM forms add `component`), to check a server's answer without
+# The outputs each keras-vae signature always returns (keras_vae/export/signatures.py;
+# the mixture and GMM forms add `component`), to check a server's answer without
 # TensorFlow. tests/test_export.py checks this against a real export.
 SIGNATURE_OUTPUTS = {
     "serving_default": ("z_mean", "z_log_var", "z"),
@@ -122,7 +122,7 @@ SIGNATURE_OUTPUTS = {
     "generate": ("images", "z"),
     "generate_from_noise": ("images", "z"),
     "score": ("negative_elbo", "reconstruction", "kl"),
-    "generate_gmm": ("images", "z", "component"),
+    "generate_gmm": ("images", "z"),
 }
 
 
@@ -163,8 +163,7 @@ def check_rest_answer(answer: str, signature: str, inputs: dict, form: str) -> d
             outputs = {(expected or ("output",))[0]: outputs}
     elif not isinstance(outputs, dict):  # one output: TF Serving drops its name
         outputs = {(expected or ("output",))[0]: outputs}
-    required = [n for n in (expected or ()) if n != "component"]
-    missing = [n for n in required if n not in outputs]
+    missing = [n for n in (expected or ()) if n not in outputs]
     if missing or not outputs:
         raise ValueError(
             f"The answer lacks the outputs {missing or 'of any kind'} of signature "

@@ -30,11 +30,10 @@ def build_parser(prog: str = "keras-vae train"):
 
 
 def main(argv=None, prog: str = "keras-vae train") -> int:
-    parser = build_parser(prog)
-    verbose = getattr(parser.parse_args(argv), "verbose", False)  # argparse errors exit here
+    given = vars(build_parser(prog).parse_args(argv))  # argparse errors exit here
 
     def work():
-        config = config_lib.parse_config(argv, parser)
+        config = config_lib.config_from_flags(given)
         if config_lib.dataset_is_path(config.dataset):
             # Read and checked before TensorFlow loads: bad data fails at once.
             # The arrays are cached for the run in this process.
@@ -47,4 +46,4 @@ def main(argv=None, prog: str = "keras-vae train") -> int:
 
         training.train(config)
 
-    return common.run(work, verbose=verbose)
+    return common.run(work, verbose=given.get("verbose", False))
