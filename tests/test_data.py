@@ -74,7 +74,12 @@ def test_unknown_dataset_and_no_image_feature_fail_fast():
     assert time.time() - start < 30  # not TFDS's minutes of download retries
 
 
-def test_real_fashion_mnist_local_copy(fashion_mnist_dir):
+def test_real_fashion_mnist_local_copy(fashion_mnist_dir, tmp_path, monkeypatch):
+    # A temporary directory of this process's own: under pytest-xdist the other
+    # worker's autograph files land in the shared /tmp meanwhile.
+    own_temp = tmp_path / "tmp"
+    own_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(own_temp))
     temp_entries = set(os.listdir(tempfile.gettempdir()))
     ds, info = data.load("fashion_mnist", "test[:100]", data_dir="/nonexistent-tfds-dir")
     # TFDS's empty mkdtemp("tfds") per unprepared builder is cleaned up.
