@@ -27,14 +27,22 @@ COMMANDS = (
 
 
 def cpu_model() -> str:
+    """The CPU's name, family and model, and its widest vector extension:
+    "AMD EPYC (family 25 model 17, avx512_bf16)" is a Genoa, model 1 a Milan."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
-    return platform.processor() or "unknown"
+        return platform.processor() or "unknown"
+    flags = fields.get("flags", "").split()
+    widest = next((f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags), "")
+    return (
+        f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')} "
+        f"model {fields.get('model', '?')}, {widest or 'no AVX2'})"
+    )
 
 
 def main() -> None:

@@ -27,19 +27,21 @@ WARMUP_STEPS = 20
 
 
 class StepTimer(keras.callbacks.Callback):
+    """Times the optimizer steps after the first `WARMUP_STEPS` (callbacks come
+    once per `steps_per_execution` steps, so it counts the optimizer's steps)."""
+
     def __init__(self):
         super().__init__()
-        self.step, self.start, self.timed_steps = 0, None, 0
+        self.start = None
 
     def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        if self.step == WARMUP_STEPS:
-            self.start = time.perf_counter()
-        elif self.step > WARMUP_STEPS:
-            self.timed_steps += 1
+        steps = int(self.model.optimizer.iterations)
+        if self.start is None and steps >= WARMUP_STEPS:
+            self.start, self.first_step = time.perf_counter(), steps
 
     def on_train_end(self, logs=None):
         self.seconds = time.perf_counter() - self.start
+        self.timed_steps = int(self.model.optimizer.iterations) - self.first_step
 
 
 def main():
@@ -78,7 +80,14 @@ def main():
     model = training.build_model(config, datasets.image_shape)
     timer = StepTimer()
     started = time.perf_counter()
-    model.fit(train, epochs=config.epochs, callbacks=[timer], verbose=2, shuffle=False)
+    model.fit(
+        train,
+        epochs=config.epochs,
+        steps_per_epoch=datasets.steps_per_epoch,
+        callbacks=[timer],
+        verbose=2,
+        shuffle=False,
+    )
     wall = time.perf_counter() - started
     test_metrics = model.evaluate(test, return_dict=True, verbose=0)
     rate = timer.timed_steps * config.batch_size / timer.seconds  # examples per second

@@ -18,6 +18,11 @@ PICTURE_IMAGES = 2000
 # Real test images for TF Serving's warm-up file and the int8 calibration
 # (the first of the picture images: no second load).
 EXPORT_CALIBRATION_IMAGES = 200
+# Validation and test batches: up to 1000 images (a hundred steps of the MLPs'
+# batch of 100 became ten) and 2^20 pixel values (28x28: 1000; 64x64x3: the
+# training batch).
+EVALUATION_BATCH = 1000
+EVALUATION_BATCH_PIXELS = 2**20
 
 
 def evaluation_binarize(config: TrainConfig) -> str:
@@ -31,10 +36,9 @@ class Datasets:
 
     Args:
         train, test, validation: the pipelines (`validation` is `test` when
-            the config names no validation split).
+            the config names no validation split). `train` repeats: each
+            pass is one reshuffled epoch, so `fit` needs `steps_per_epoch`.
         steps_per_epoch: int. Optimizer steps in one epoch.
-        fit_steps: int or None. `steps_per_epoch` for `fit` where the
-            training data repeats (multi-worker), else None.
         info: `data.DatasetInfo`.
         image_shape: `(H, W, C)` as the model sees the images.
     """
@@ -43,7 +47,6 @@ class Datasets:
     test: object
     validation: object
     steps_per_epoch: int
-    fit_steps: int | None
     info: data.DatasetInfo
     image_shape: tuple
 
@@ -122,18 +125,31 @@ def load_datasets(config: TrainConfig, strategy=None) -> Datasets:
 
         train = strategy.distribute_datasets_from_function(shard_fn)
     else:
-        train = data.pipeline(train_raw, config.batch_size, shuffle=True, **common)
+        # Repeated, so that one iterator serves the whole run: a finite dataset
+        # makes Keras start a new one every epoch, and for this cached, shuffled
+        # pipeline that took 1.4-4.8 s inside `fit` before its first batch (a
+        # third of a VampPrior MLP epoch; see docs/benchmarks.md).
+        train = data.pipeline(train_raw, config.batch_size, shuffle=True, repeat=True, **common)
     common["binarize"] = evaluation_binarize(config)
-    test = data.pipeline(test_raw, config.batch_size, **common)
+    evaluation_batch = evaluation_batch_size(config.batch_size, image_shape)
+    test = data.pipeline(test_raw, evaluation_batch, **common)
     if steps_per_epoch is None:
         steps_per_epoch = -(-int(train_raw.cardinality()) // config.batch_size)
-        fit_steps = None  # a finite dataset: Keras runs it to the end
-    else:
-        fit_steps = steps_per_epoch
     validation = test
     if val_raw is not None:
-        validation = data.pipeline(val_raw, config.batch_size, **common)
-    return Datasets(train, test, validation, steps_per_epoch, fit_steps, info, image_shape)
+        validation = data.pipeline(val_raw, evaluation_batch, **common)
+    return Datasets(train, test, validation, steps_per_epoch, info, image_shape)
+
+
+def evaluation_batch_size(batch_size: int, image_shape) -> int:
+    """The batch of validation and the test record: the training batch times
+    the largest factor that keeps it within `EVALUATION_BATCH` images and
+    `EVALUATION_BATCH_PIXELS` pixel values (a multiple of the training batch
+    divides among replicas as it does). Every example counts once whatever the
+    batch, so the metrics mean the same; there are only fewer, larger steps."""
+    pixels = int(np.prod(image_shape))
+    largest = min(EVALUATION_BATCH, EVALUATION_BATCH_PIXELS // pixels)
+    return batch_size * max(1, largest // batch_size)
 
 
 def _test_pipeline_args(config: TrainConfig) -> dict:

@@ -17,12 +17,12 @@ from keras_vae.vae import VAE
 def test_gated_dense_is_the_papers_formula():
     layer = networks.GatedDense(5)
     x = np.random.default_rng(0).normal(size=(3, 7)).astype(np.float32)
-    got = layer(x).numpy()
-    w, b, v, c = (t.numpy() for t in (layer.kernel, layer.bias, layer.gate_kernel, layer.gate_bias))
-    # Non-zero biases, so that b and c are checked too.
-    layer.bias.assign(np.full(5, 0.3, np.float32))
-    layer.gate_bias.assign(np.full(5, -0.2, np.float32))
-    b, c = layer.bias.numpy(), layer.gate_bias.numpy()
+    layer(x)
+    # W and V side by side in one kernel; non-zero biases, so that b and c
+    # are checked too.
+    w, v = np.split(layer.kernel.numpy(), 2, axis=-1)
+    layer.bias.assign(np.concatenate([np.full(5, 0.3), np.full(5, -0.2)]).astype(np.float32))
+    b, c = np.split(layer.bias.numpy(), 2)
     got = layer(x).numpy()
     want = (x @ w + b) * scipy.special.expit(x @ v + c)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
@@ -95,3 +95,39 @@ def test_gated_mlp_iw_bound_is_below_its_elbo():
     result = evaluation.evaluate(model, random_images(20), iw_samples=50, verbose=0)
     assert result["iw_nll_nats"] < result["negative_elbo_nats"]
     assert result["num_images"] == 20
+
+
+def test_gated_dense_loads_weights_saved_in_the_four_variable_layout(tmp_path):
+    # Presets and runs written before the fused kernel hold W, b, V, c apart.
+    layer = networks.GatedDense(3)
+    x = np.random.default_rng(0).random((4, 5)).astype("float32")
+    layer(x)
+    rng = np.random.default_rng(1)
+    w, v = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    b, c = rng.normal(size=3), rng.normal(size=3)
+    layer.load_own_variables({"0": w, "1": b, "2": v, "3": c})
+    expected = (x @ w + b) / (1 + np.exp(-(x @ v + c)))
+    np.testing.assert_allclose(np.asarray(layer(x)), expected, rtol=1e-5, atol=1e-5)
+    assert tuple(layer.kernel.shape) == (5, 6)
+
+
+def test_fused_adam_takes_the_steps_of_keras_adam():
+    from keras_vae.optimizers import Adam
+
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(6, 4)).astype("float32")
+    grads = [rng.normal(size=(6, 4)).astype("float32") for _ in range(5)]
+    results = []
+    for optimizer in (keras.optimizers.Adam(1e-2), Adam(1e-2)):
+        variable = keras.Variable(start)
+        for g in grads:
+            optimizer.apply_gradients([(tf.constant(g), variable)])
+        results.append(np.asarray(variable))
+    assert np.abs(results[1] - start).max() > 1e-2  # it moved
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-6)
+
+
+def test_tensorboard_pictures_are_drawn_about_fifty_times_a_run():
+    from keras_vae.training import picture_interval
+
+    assert picture_interval(10) == 1 and picture_interval(2000) == 40
