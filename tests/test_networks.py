@@ -131,3 +131,9 @@ def test_tensorboard_pictures_are_drawn_about_fifty_times_a_run():
     from keras_vae.training import picture_interval
 
     assert picture_interval(10) == 1 and picture_interval(2000) == 40
+
+
+def test_steps_per_execution_divides_the_epoch():
+    from keras_vae.training import steps_per_execution
+
+    assert [steps_per_execution(n) for n in (500, 79, 16, 1)] == [20, 1, 16, 1]
