@@ -127,8 +127,9 @@ def load_datasets(config: TrainConfig, strategy=None) -> Datasets:
     else:
         # Repeated, so that one iterator serves the whole run: a finite dataset
         # makes Keras start a new one every epoch, and for this cached, shuffled
-        # pipeline that took 1.4-4.8 s inside `fit` before its first batch (a
-        # third of a VampPrior MLP epoch; see docs/benchmarks.md).
+        # pipeline that took 1.4-4.8 s inside `fit` before its first batch (up
+        # to a third of a VampPrior-MLP epoch on one AMD Genoa core; measured
+        # with benchmarks/epoch_speed.py).
         train = data.pipeline(train_raw, config.batch_size, shuffle=True, repeat=True, **common)
     common["binarize"] = evaluation_binarize(config)
     evaluation_batch = evaluation_batch_size(config.batch_size, image_shape)

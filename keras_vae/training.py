@@ -35,12 +35,14 @@ from keras_vae.vae import VAE
 # Pictures logged to TensorBoard during training (the rest need a finished run).
 EPOCH_PICTURES = ("samples", "reconstructions", "traversals", "interpolations", "latent_space")
 # How many times a run logs them at most: every epoch of a short run, every
-# `epochs // 50` of a long one (drawing them took 1.5 s, a fifth of a VampPrior
-# MLP epoch of 8 s), and always after the first and the last epoch.
+# `epochs // 50` of a long one (drawing them took 0.58 s, a tenth of a 5.8 s
+# VampPrior-MLP epoch, on one AMD Genoa core), and always after the first and
+# the last epoch.
 PICTURE_DRAWS = 50
 # Training steps per call of the compiled step (Keras's `steps_per_execution`):
-# fewer returns to Python, which a small model's step feels (1.4 ms of a
-# 12.8 ms step of the VampPrior MLP on one core). Callbacks see every 20th batch.
+# fewer returns to Python, which a small model's step feels (12.8 -> 11.4 ms a
+# step of the VampPrior MLP, one AMD Genoa core, float32). Callbacks see every
+# 20th batch.
 # An epoch whose steps it does not divide takes the largest divisor below it.
 STEPS_PER_EXECUTION = 20
 
@@ -71,7 +73,7 @@ def steps_per_execution(steps_per_epoch: int) -> int:
     """The largest divisor of the epoch's steps up to `STEPS_PER_EXECUTION`: on
     repeated data Keras runs whole executions, so one that does not divide the
     epoch would run extra steps (an epoch of 79 steps would take 80)."""
-    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+    if distribute.is_multi_worker(tf.distribute.get_strategy()):
         # Keras 3.15's multi-step loop fails there ("You must feed a value for
         # placeholder tensor ... multi_step_on_iterator").
         return 1
