@@ -111,7 +111,12 @@ class TrainConfig:
         "train/ and test/ subfolders the splits) or a .npz/.npy file of uint8 images.",
         group="Data",
     )
-    data_dir: str | None = _field(None, "TFDS data directory (default: TFDS's own).", group="Data")
+    data_dir: str | None = _field(
+        None,
+        "TFDS data directory (default: TFDS's own); folders and arrays are prepared in "
+        "DIR/keras_vae_prepared (default: ~/.cache/keras-vae/prepared).",
+        group="Data",
+    )
     download: bool = _field(False, "Let TFDS download the dataset (needs internet).", group="Data")
     train_split: str = _field("train", "TFDS split to train on.", group="Data")
     test_split: str = _field("test", "TFDS split to evaluate on.", group="Data")
@@ -454,16 +459,21 @@ def _flag(name: str) -> str:
 FLAG_GROUPS = ("Data", "Model", "Objective", "Training", "Evaluation", "Devices", "Output")
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """Adds one flag per `TrainConfig` field to `parser`, in its group.
+def build_parser(
+    parser: argparse.ArgumentParser | None = None, only: tuple | None = None
+) -> argparse.ArgumentParser:
+    """Adds one flag per `TrainConfig` field (or per field in `only`) to
+    `parser`, in its group.
 
     Defaults are suppressed so that `parse_config` can tell which flags were
     given (needed to merge them into a resumed run's config).
     """
     parser = parser or argparse.ArgumentParser()
     parser.argument_default = argparse.SUPPRESS
-    groups = {name: parser.add_argument_group(name) for name in FLAG_GROUPS}
-    for f in dataclasses.fields(TrainConfig):
+    fields = [f for f in dataclasses.fields(TrainConfig) if only is None or f.name in only]
+    used = [name for name in FLAG_GROUPS if any(f.metadata["group"] == name for f in fields)]
+    groups = {name: parser.add_argument_group(name) for name in used}
+    for f in fields:
         group = groups[f.metadata["group"]]
         flag = "--" + _flag(f.name)
         help_text = f.metadata["help"]

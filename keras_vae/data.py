@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_vae import choices
+from keras_vae import choices, prepared
 from keras_vae.config import dataset_is_path
 from keras_vae.errors import UsageError
 from keras_vae.local_data import load_local
@@ -67,6 +67,11 @@ FASHION_MNIST_FILES = {
     ),
 }
 BINARIZE_MODES = choices.BINARIZE_MODES
+# The training shuffle buffer: 10,000 images, or fewer where they would pass
+# 128 MiB of uint8 (64x64 RGB: 10,000; 128x128 RGB: 2,730), so that a
+# streamed dataset's memory does not grow with its images' size.
+SHUFFLE_BUFFER = 10_000
+SHUFFLE_BUFFER_BYTES = 1 << 27
 
 
 @dataclasses.dataclass
@@ -77,6 +82,7 @@ class DatasetInfo:
     image_shape: tuple  # (H, W, C) of the raw images
     class_names: list  # empty when the dataset has no label feature
     source: str  # "tfds", or the local directory or file read
+    streamed: bool = False  # read from disk as it goes (else held in memory or by TFDS)
 
     @property
     def num_classes(self) -> int:
@@ -106,6 +112,8 @@ def load(
     image_size: int | None = None,
     channels: int | None = None,
     test_fraction: float = 0.1,
+    shuffle_files: bool = False,
+    seed: int | None = None,
 ) -> tuple[tf.data.Dataset, DatasetInfo]:
     """Loads one split of an image dataset as `{"image", "label"}` dicts.
 
@@ -122,14 +130,27 @@ def load(
         channels: int or None. 1 (grey) or 3 (RGB); None keeps the data's own.
         test_fraction: float. Paths without their own test split: the share
             held out as "test".
+        shuffle_files: bool. A prepared path: read its shards in a shuffled
+            order (seeded by `seed`), reshuffled at every pass.
+        seed: int or None. The seed of `shuffle_files`.
+
+    Paths of `prepared.STREAM_MIN_IMAGES` images or more (or prepared by
+    `keras-vae prepare`) are prepared once (`keras_vae.prepared`) and
+    streamed from disk; smaller ones are read into memory. Both give the same
+    images, labels and splits, and their elements carry the example's
+    `index` in its split (the key of a static binarization).
 
     Raises:
         UsageError: unknown dataset, no image feature, data not available, a
             missing or corrupted local file, or a bad image or array.
     """
     if dataset_is_path(name):
+        options = prepared.Options(name, image_size, channels, test_fraction, data_dir)
+        found = prepared.ensure(options)
+        if found is not None:
+            return _load_prepared(options, found, split, shuffle_files, seed)
         arrays, class_names = load_local(name, image_size, channels, test_fraction)
-        ds = _slice_arrays(split, arrays, name)
+        ds = _slice_arrays(split, arrays, name, with_index=True)
         image_shape = tuple(ds.element_spec["image"].shape)
         return ds, DatasetInfo(name, image_shape, list(class_names), name)
     with _tfds_scratch_dir():
@@ -191,6 +212,63 @@ def _load(name, split, data_dir, download, local_dir):
     return ds, DatasetInfo(name, image_shape, class_names, source)
 
 
+def _load_prepared(options, found, split, shuffle_files, seed):
+    """One split of a prepared dataset, streamed from its TFRecord shards.
+
+    TFDS's documented low-level read (`info.splits[split].file_instructions`),
+    because TFDS's own `shuffle_files` refuses a dataset written in order
+    (`disable_shuffling`), and the order is what makes slices mean what they
+    mean in memory: in order, shard after shard; with `shuffle_files`, the
+    shards in a fresh seeded order at every pass, 16 read at a time.
+    """
+    builder = tfds.builder_from_directory(options.tfds_dir)
+    try:
+        instructions = builder.info.splits[split].file_instructions
+    except (ValueError, AssertionError, KeyError) as e:
+        raise UsageError(
+            f"Invalid split {split!r} for {options.path}: {e}. Expected a TFDS split over "
+            f"{sorted(found['splits'])}, e.g. 'train[:90%]'."
+        ) from None
+    total = sum(i.take for i in instructions)
+    files = tf.data.Dataset.from_tensor_slices(
+        (
+            [os.fspath(i.filename) for i in instructions],
+            np.array([i.skip for i in instructions], np.int64),
+            np.array([i.take for i in instructions], np.int64),
+        )
+    )
+    if shuffle_files and len(instructions) > 1:
+        seed = 0 if seed is None else int(seed)
+        files = files.shuffle(len(instructions), seed=seed, reshuffle_each_iteration=True)
+    ds = files.interleave(
+        lambda name, skip, take: tf.data.TFRecordDataset(name).skip(skip).take(take),
+        cycle_length=min(16, len(instructions)) if shuffle_files else 1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    ds = ds.apply(tf.data.experimental.assert_cardinality(total))
+    features = builder.info.features
+    height, width, channels = found["image_shape"]
+
+    def standardise(record):
+        example = features.deserialize_example(record)
+        image = example["image"]
+        if channels == 3:  # grey images of an RGB folder were stored as read
+            image = tf.broadcast_to(image, (height, width, 3))
+        else:
+            image = tf.ensure_shape(image, (height, width, 1))
+        out = {"image": image, "index": example["index"]}
+        if "label" in example:
+            out["label"] = example["label"]
+        return out
+
+    ds = ds.map(standardise, num_parallel_calls=tf.data.AUTOTUNE)
+    info = DatasetInfo(
+        options.path, (height, width, channels), list(found["class_names"]), options.slot, True
+    )
+    return ds, info
+
+
 def _not_available_message(name, builder):
     hint = ""
     if name == "fashion_mnist":
@@ -215,12 +293,15 @@ def _load_local_fashion_mnist(split, local_dir):
     return _slice_arrays(split, readers, "the local Fashion-MNIST files", sizes)
 
 
-def _slice_arrays(split: str, arrays: dict, what: str, sizes: dict | None = None):
+def _slice_arrays(
+    split: str, arrays: dict, what: str, sizes: dict | None = None, with_index: bool = False
+):
     """A TFDS split string over in-memory splits -> a dataset of `{"image", "label"}`.
 
     `arrays` maps each base split to `(images, labels or None)`, or, with
     `sizes` given, to a function that returns them (called only for the
-    splits the string names).
+    splits the string names). `with_index` adds each example's `index` in
+    its base split, as a prepared dataset's elements have it.
     """
     if sizes is None:
         sizes = {k: len(v[0]) for k, v in arrays.items()}
@@ -240,10 +321,15 @@ def _slice_arrays(split: str, arrays: dict, what: str, sizes: dict | None = None
         images, labels = source() if callable(source) else source
         start = part.from_ or 0
         stop = part.to if part.to is not None else len(images)
-        parts.append((images[start:stop], None if labels is None else labels[start:stop]))
+        stop = min(stop, len(images))
+        parts.append(
+            (images[start:stop], None if labels is None else labels[start:stop], start, stop)
+        )
     elements = {"image": np.concatenate([p[0] for p in parts])}
     if parts[0][1] is not None:
         elements["label"] = np.concatenate([p[1] for p in parts])
+    if with_index:
+        elements["index"] = np.concatenate([np.arange(p[2], p[3], dtype=np.int64) for p in parts])
     return tf.data.Dataset.from_tensor_slices(elements)
 
 
@@ -339,9 +425,14 @@ def pipeline(
         raise UsageError("This dataset has no label feature; labels were requested.")
     seed = 0 if seed is None else int(seed)
 
-    def prepare(index, example):
+    def prepare(position, example):
+        example = dict(example)
+        # Local data carries the example's index in its split (so that a static
+        # binarization follows the image whatever order shards are read in);
+        # elsewhere the position in this dataset.
+        index = example.pop("index", position)
         image = example["image"]
-        if image_size:
+        if image_size and tuple(image.shape[:2]) != (image_size, image_size):
             image = tf.image.resize(image, (image_size, image_size), antialias=True)
             image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
         if binarize == "static":
@@ -359,7 +450,9 @@ def pipeline(
             ds = ds.take(size - size % num_shards)
         ds = ds.shard(num_shards, index)
     if shuffle:
-        ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+        pixels = int(np.prod(ds.element_spec["image"].shape))
+        buffer = max(1_000, min(SHUFFLE_BUFFER, SHUFFLE_BUFFER_BYTES // pixels))
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if repeat:  # after shuffle and batch: each pass is one whole, reshuffled epoch
         ds = ds.repeat()

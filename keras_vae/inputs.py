@@ -51,7 +51,7 @@ class Datasets:
     image_shape: tuple
 
 
-def load_split(config: TrainConfig, dataset: str, split: str):
+def load_split(config: TrainConfig, dataset: str, split: str, shuffle_files: bool = False):
     """`data.load` of one split, with the config's data options."""
     return data.load(
         dataset,
@@ -61,6 +61,8 @@ def load_split(config: TrainConfig, dataset: str, split: str):
         image_size=config.image_size,
         channels=config.channels,
         test_fraction=config.test_fraction,
+        shuffle_files=shuffle_files,
+        seed=config.seed,
     )
 
 
@@ -71,7 +73,11 @@ def load_datasets(config: TrainConfig, strategy=None) -> Datasets:
     (each example once per epoch across the workers) and runs the same number
     of steps; elsewhere Keras splits each global batch over the replicas.
     """
-    train_raw, info = load_split(config, config.dataset, config.train_split)
+    multi_worker = strategy is not None and distribute.is_multi_worker(strategy)
+    # Workers take their shares by position: every one must read the same order.
+    train_raw, info = load_split(
+        config, config.dataset, config.train_split, shuffle_files=not multi_worker
+    )
     test_raw, _ = load_split(config, config.dataset, config.test_split)
     val_raw = None
     if config.validation_split:
@@ -98,9 +104,10 @@ def load_datasets(config: TrainConfig, strategy=None) -> Datasets:
         seed=config.seed,
         binarize=config.binarize,
         with_labels=config.conditional,
+        cache=not info.streamed,  # a streamed dataset's memory must not grow with it
     )
     steps_per_epoch = None
-    if strategy is not None and distribute.is_multi_worker(strategy):
+    if multi_worker:
         workers = distribute.describe(strategy)["workers"]
         per_replica = distribute.check_batch_size(config.batch_size, strategy)
         per_worker = per_replica * strategy.num_replicas_in_sync // workers

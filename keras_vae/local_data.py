@@ -103,8 +103,8 @@ def _load_local(path, _stamp, image_size, channels, test_fraction):
     return splits, class_names
 
 
-def _hold_out(path, images, labels, fraction):
-    n = len(images)
+def hold_out(path, n, fraction):
+    """`(train, test)` index arrays of a split held out from `n` examples with `SPLIT_SEED`."""
     n_test = max(1, round(n * fraction))
     if n_test >= n:
         raise UsageError(
@@ -113,7 +113,11 @@ def _hold_out(path, images, labels, fraction):
             "train/ and test/ subfolders (x_train and x_test in a .npz)."
         )
     order = np.random.default_rng(SPLIT_SEED).permutation(n)
-    test, train = order[:n_test], order[n_test:]
+    return order[n_test:], order[:n_test]
+
+
+def _hold_out(path, images, labels, fraction):
+    train, test = hold_out(path, len(images), fraction)
     pick = lambda index: None if labels is None else labels[index]  # noqa: E731
     return {"train": (images[train], pick(train)), "test": (images[test], pick(test))}
 
@@ -129,16 +133,41 @@ def _with_channels(images, channels):
     return np.round(images @ weights)[..., None].astype(np.uint8)
 
 
+def plan_folder(root, test_fraction=0.1):
+    """A folder's splits as files: `({"train": (files, labels), "test": ...}, class names)`.
+
+    The same files, labels and order as `load_local` reads them into memory:
+    `train/` and `test/` subfolders are the splits, or `test_fraction` is
+    held out with `SPLIT_SEED`. Labels are an int64 array or None.
+    """
+    subfolders = {d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))}
+    if {"train", "test"} <= subfolders:
+        train_files, train_labels, names = list_images(os.path.join(root, "train"))
+        test_files, test_labels, test_names = list_images(os.path.join(root, "test"))
+        _check_same_classes(root, names, test_names)
+        return {"train": (train_files, train_labels), "test": (test_files, test_labels)}, names
+    files, labels, names = list_images(root)
+    train, test = hold_out(root, len(files), test_fraction)
+    splits = {}
+    for split, index in (("train", train), ("test", test)):
+        splits[split] = ([files[i] for i in index], None if labels is None else labels[index])
+    return splits, names
+
+
+def _check_same_classes(root, names, test_names):
+    if test_names != names:
+        raise UsageError(
+            f"--dataset {root}: train/ has the classes {names} but test/ has "
+            f"{test_names}; give both the same class subfolders."
+        )
+
+
 def _read_folder(root, image_size):
     subfolders = {d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))}
     if {"train", "test"} <= subfolders:
         train, names = _read_image_tree(os.path.join(root, "train"), image_size)
         test, test_names = _read_image_tree(os.path.join(root, "test"), image_size)
-        if test_names != names:
-            raise UsageError(
-                f"--dataset {root}: train/ has the classes {names} but test/ has "
-                f"{test_names}; give both the same class subfolders."
-            )
+        _check_same_classes(root, names, test_names)
         return {"train": train, "test": test}, names
     images, names = _read_image_tree(root, image_size)
     return {"all": images}, names
@@ -163,7 +192,14 @@ def _walk_once(root):
         yield folder, sorted(names)
 
 
-def _read_image_tree(root, image_size):
+def list_images(root):
+    """`(files, labels or None, class names)` of a folder's image files, in order.
+
+    Every `IMAGE_EXTENSIONS` file in any depth of subfolders, sorted; where
+    every one sits in a first-level subfolder and there are two or more,
+    those are the classes. The one listing behind reading a folder into
+    memory and preparing it (`keras_vae.prepared`).
+    """
     files, others = [], 0
     for folder, names in _walk_once(root):
         for name in names:
@@ -180,33 +216,59 @@ def _read_image_tree(root, image_size):
     first_level = [os.path.relpath(f, root).split(os.sep) for f in files]
     classes = sorted({parts[0] for parts in first_level if len(parts) > 1})
     labelled = len(classes) > 1 and all(len(parts) > 1 for parts in first_level)
+    if not labelled:
+        return files, None, []
+    index = {name: i for i, name in enumerate(classes)}
+    return files, np.array([index[parts[0]] for parts in first_level], np.int64), classes
+
+
+def decode(file, image_size=None, channels=None):
+    """One listed file -> uint8 `(H, W, C)` as a dataset holds it.
+
+    `read_image`'s pixels (C = 1 or 3), resized to `image_size` where given
+    and the size differs, then converted to `channels` where given.
+
+    Raises:
+        UsageError: the file is not a readable image, naming it.
+    """
+    try:
+        image = read_image(file)
+    except ValueError as e:
+        raise UsageError(f"--dataset: {e} Remove or replace that file.") from None
+    if image_size and image.shape[:2] != (image_size, image_size):
+        image = _resize(image, image_size)
+    if channels:
+        image = _with_channels(image[None], channels)[0]
+    return image
+
+
+def mixed_sizes_error(root, shapes: dict) -> UsageError:
+    """The refusal of images of several sizes without `--image-size`.
+
+    `shapes` maps each `(H, W)` met to the first file of that size."""
+    examples = ", ".join(
+        f"{h}x{w} ({os.path.relpath(f, root)})" for (h, w), f in list(shapes.items())[:3]
+    )
+    return UsageError(
+        f"--dataset {root}: the images have {len(shapes)} different sizes, e.g. "
+        f"{examples}. Pass --image-size SIZE to resize them all to SIZE x SIZE."
+    )
+
+
+def _read_image_tree(root, image_size):
+    files, labels, classes = list_images(root)
     images, shapes = [], {}
     progress = _Progress(len(files))
     for i, file in enumerate(files):
-        try:
-            image = read_image(file)
-        except ValueError as e:
-            raise UsageError(f"--dataset: {e} Remove or replace that file.") from None
-        shapes.setdefault(image.shape[:2], file)
-        if image_size and image.shape[:2] != (image_size, image_size):
-            image = _resize(image, image_size)
+        image = decode(file, image_size)
+        shapes.setdefault(image.shape[:2], file)  # only checked without image_size
         images.append(image)
         progress.update(i + 1)
     if len(shapes) > 1 and not image_size:
-        examples = ", ".join(
-            f"{h}x{w} ({os.path.relpath(f, root)})" for (h, w), f in list(shapes.items())[:3]
-        )
-        raise UsageError(
-            f"--dataset {root}: the images have {len(shapes)} different sizes, e.g. "
-            f"{examples}. Pass --image-size SIZE to resize them all to SIZE x SIZE."
-        )
+        raise mixed_sizes_error(root, shapes)
     target = 3 if any(x.shape[-1] == 3 for x in images) else 1
     stacked = np.stack([_with_channels(x[None], target)[0] for x in images])
-    labels = None
-    if labelled:
-        index = {name: i for i, name in enumerate(classes)}
-        labels = np.array([index[parts[0]] for parts in first_level], np.int64)
-    return (stacked, labels), (classes if labelled else [])
+    return (stacked, labels), classes
 
 
 def _resize(image, size):

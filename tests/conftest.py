@@ -1,7 +1,14 @@
+import atexit
 import copy
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Folders the tests prepare go to a cache of the test session's own, never ~/.cache.
+if "KERAS_VAE_CACHE_DIR" not in os.environ:
+    os.environ["KERAS_VAE_CACHE_DIR"] = tempfile.mkdtemp(prefix="keras_vae_test_cache_")
+    atexit.register(shutil.rmtree, os.environ["KERAS_VAE_CACHE_DIR"], True)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -1,5 +1,6 @@
 """The command lines: `keras-vae COMMAND ...`, flags first, TensorFlow after.
 
+    keras-vae prepare ...      python -m keras_vae.prepare
     keras-vae train ...        python train.py ...             keras-vae-train ...
     keras-vae evaluate ...     python -m keras_vae.evaluate    keras-vae-evaluate ...
     keras-vae visualize ...    python -m keras_vae.visualize   keras-vae-visualize ...
@@ -23,9 +24,10 @@ import argparse
 import sys
 
 from keras_vae import __version__
-from keras_vae.cli import evaluate, export, generate, presets, serve, train, visualize
+from keras_vae.cli import evaluate, export, generate, prepare, presets, serve, train, visualize
 
 COMMANDS = {
+    "prepare": prepare,
     "train": train,
     "evaluate": evaluate,
     "visualize": visualize,
@@ -46,6 +48,7 @@ def top_parser() -> argparse.ArgumentParser:
         epilog="Run `keras-vae COMMAND --help` for a command's flags and examples.\n\n"
         "examples:\n"
         "  keras-vae train --dataset fashion_mnist\n"
+        "  keras-vae prepare ~/photos --image-size 64\n"
         "  keras-vae generate --model fashion_mnist_conv --grid new_clothes.png\n"
         "  keras-vae presets list",
         formatter_class=argparse.RawDescriptionHelpFormatter,

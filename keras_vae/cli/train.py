@@ -35,12 +35,17 @@ def main(argv=None, prog: str = "keras-vae train") -> int:
     def work():
         config = config_lib.config_from_flags(given)
         if config_lib.dataset_is_path(config.dataset):
-            # Read and checked before TensorFlow loads: bad data fails at once.
-            # The arrays are cached for the run in this process.
-            from keras_vae import local_data  # numpy and PIL only
+            # Checked before TensorFlow loads: bad data fails at once. A small
+            # source is read (and cached for the run in this process), a large
+            # one prepared once (keras_vae.prepared).
+            from keras_vae import prepared  # numpy and PIL only, until it writes
 
-            local_data.load_local(
-                config.dataset, config.image_size, config.channels, config.test_fraction
+            prepared.open_source(
+                config.dataset,
+                config.image_size,
+                config.channels,
+                config.test_fraction,
+                config.data_dir,
             )
         from keras_vae import training  # TensorFlow loads here, after the flags
 

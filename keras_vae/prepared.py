@@ -1,0 +1,506 @@
+"""Users' image folders and array files, prepared once into a TFDS dataset on disk.
+
+A folder of images (or a `.npz`/`.npy` file) given as `--dataset PATH` is
+decoded once, by `local_data`'s reader, into a TFDS dataset of TFRecord
+shards (`tfds.dataset_builders.AdhocBuilder`), and every later command
+streams it with tf.data (`data.load`) instead of decoding the folder again.
+
+- **Where.** `--data-dir DIR/keras_vae_prepared/`, else `$KERAS_VAE_CACHE_DIR`,
+  else `$XDG_CACHE_HOME/keras-vae/prepared` (`~/.cache/keras-vae/prepared`).
+  One folder per source path and reading options (`--image-size`,
+  `--channels`, `--test-fraction`, the reader's version).
+- **When.** Folders of `STREAM_MIN_IMAGES` images or more, arrays of
+  `STREAM_MIN_BYTES` or more, and anything `keras-vae prepare PATH` prepared.
+  Smaller sources are read into memory at each command, as fast as opening
+  a prepared dataset and with the same images, labels and splits.
+- **Never stale.** The fingerprint is every image file's relative path, size
+  and modification time (for an array file, its own). A source that changed
+  is prepared again, and the command says what changed.
+- **Atomic.** A prepare writes into a staging folder that becomes the
+  prepared folder only when complete. One killed midway (Ctrl-C, SIGKILL, a
+  full disk) leaves nothing a later command reads; the next one starts it
+  again and says so. A lock makes concurrent commands (the workers of a
+  multi-worker run) prepare once.
+
+numpy, PIL and the standard library only at import: `train` checks a
+prepared dataset is up to date before TensorFlow loads; writing one imports
+TFDS.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import fcntl
+import functools
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+import types
+
+import numpy as np
+
+from keras_vae import files, local_data
+from keras_vae.config import check_dataset_path
+from keras_vae.errors import UsageError
+
+# Bumped whenever the reader (`local_data`) changes what an image becomes:
+# every prepared dataset of an older reader is then prepared again.
+READER_VERSION = 1
+# Below these, a source is read into memory at each command (0.5 ms an image).
+STREAM_MIN_IMAGES = 5000
+STREAM_MIN_BYTES = 64 << 20
+CACHE_ENV = "KERAS_VAE_CACHE_DIR"
+MANIFEST = "keras_vae_prepared.json"
+LISTING = "listing.json"
+TFDS_NAME = "keras_vae_prepared"
+TFDS_VERSION = "1.0.0"
+# Examples per TFRecord shard: enough shards to shuffle files and to share
+# among workers, few enough that each read is a long sequential one.
+SHARD_IMAGES = 2000
+MAX_SHARDS = 1024
+CHUNK = 16  # files per task sent to a decoding process
+
+
+def cache_root(data_dir: str | None = None) -> str:
+    """Where prepared datasets live (see the module docstring)."""
+    if data_dir:
+        return os.path.join(os.path.abspath(os.path.expanduser(data_dir)), "keras_vae_prepared")
+    if os.environ.get(CACHE_ENV):
+        return os.path.abspath(os.path.expanduser(os.environ[CACHE_ENV]))
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "keras-vae", "prepared")
+
+
+class Options:
+    """A source and the reading options that make one prepared dataset."""
+
+    def __init__(self, path, image_size=None, channels=None, test_fraction=0.1, data_dir=None):
+        check_dataset_path(path)
+        self.path = os.path.abspath(os.path.expanduser(path))
+        self.image_size = int(image_size) if image_size else None
+        self.channels = int(channels) if channels else None
+        self.test_fraction = float(test_fraction)
+        self.data_dir = data_dir
+
+    def key(self) -> dict:
+        return {
+            "source": self.path,
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "test_fraction": self.test_fraction,
+            "reader_version": READER_VERSION,
+        }
+
+    def _tuple(self):
+        return tuple(self.key().values()) + (self.data_dir,)
+
+    def __eq__(self, other):
+        return isinstance(other, Options) and self._tuple() == other._tuple()
+
+    def __hash__(self):
+        return hash(self._tuple())
+
+    @property
+    def slot(self) -> str:
+        """The prepared dataset's folder."""
+        digest = hashlib.sha256(json.dumps(self.key(), sort_keys=True).encode()).hexdigest()
+        name = os.path.basename(os.path.normpath(self.path)) or "dataset"
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40]
+        return os.path.join(cache_root(self.data_dir), f"{safe}-{digest[:16]}")
+
+    @property
+    def tfds_dir(self) -> str:
+        return os.path.join(self.slot, TFDS_NAME, TFDS_VERSION)
+
+
+def listing(path: str) -> list:
+    """`[relative path, size, mtime_ns]` of every image file a source reads, sorted."""
+    if not os.path.isdir(path):
+        stat = os.stat(path)
+        return [[os.path.basename(path), stat.st_size, stat.st_mtime_ns]]
+    rows, root = [], os.path.join(path, "")
+    for folder, names in local_data._walk_once(path):
+        prefix = os.path.join(folder, "")[len(root) :]  # os.walk's paths extend `path`
+        for name in names:
+            if name.lower().endswith(local_data.IMAGE_EXTENSIONS):
+                stat = os.stat(folder + os.sep + name)
+                rows.append([prefix + name, stat.st_size, stat.st_mtime_ns])
+    return sorted(rows)
+
+
+def fingerprint(rows: list) -> str:
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+
+def manifest(options: Options) -> dict | None:
+    """The manifest of `options`' prepared dataset, or None where there is none."""
+    path = os.path.join(options.slot, MANIFEST)
+    if not os.path.isfile(path):
+        return None
+    try:
+        return files.read_json(path)
+    except UsageError:
+        return None
+
+
+def wants_streaming(options: Options, rows: list) -> bool:
+    """Whether `options`' source is read from a prepared dataset (else in memory)."""
+    if os.path.isdir(options.slot):
+        return True  # prepared before (by `keras-vae prepare` or a large size)
+    if os.path.isdir(options.path):
+        return len(rows) >= STREAM_MIN_IMAGES
+    return rows[0][1] >= STREAM_MIN_BYTES
+
+
+def _changes(old_rows: list, new_rows: list) -> str:
+    old = {r[0]: tuple(r[1:]) for r in old_rows}
+    new = {r[0]: tuple(r[1:]) for r in new_rows}
+    added = len(new.keys() - old.keys())
+    removed = len(old.keys() - new.keys())
+    changed = sum(1 for k in new.keys() & old.keys() if new[k] != old[k])
+    return f"{added} added, {changed} changed, {removed} removed"
+
+
+def open_source(path, image_size=None, channels=None, test_fraction=0.1, data_dir=None):
+    """Checks a `--dataset PATH` before TensorFlow loads: a source that streams
+    is prepared now where it needs to be (its manifest is returned), and a
+    small one is read into memory (cached for the run in this process; None
+    is returned). Either way bad data fails here, naming the file."""
+    options = Options(path, image_size, channels, test_fraction, data_dir)
+    found = ensure(options)
+    if found is None:
+        local_data.load_local(path, image_size, channels, test_fraction)
+    return found
+
+
+def is_fresh(options: Options) -> bool:
+    """Whether `options` has a prepared dataset and its source has not changed since."""
+    found = manifest(options)
+    return bool(found) and found.get("fingerprint") == fingerprint(listing(options.path))
+
+
+def ensure(
+    options: Options, processes: int | None = None, any_size: bool = False, again: bool = False
+) -> dict | None:
+    """The manifest of an up-to-date prepared dataset for `options`, preparing
+    it where it is missing, stale or was interrupted; or None for a source
+    read into memory (small and never prepared, unless `any_size`). `again`
+    prepares it even if it is up to date (`keras-vae prepare --force`).
+
+    A process lists a source at most once every `RECHECK_SECONDS` (a command
+    loads its splits and pictures one by one, each through here, and listing
+    200,000 files takes about a second); `forget()` drops what it knows.
+    """
+    plain = not (any_size or again)
+    known = _CHECKED.get(options)
+    if plain and known and time.monotonic() - known[1] < RECHECK_SECONDS:
+        return known[0]
+    found = _ensure(options, processes, any_size, again)
+    if plain or found is not None:
+        _CHECKED[options] = (found, time.monotonic())
+    return found
+
+
+RECHECK_SECONDS = 60
+# Options -> (the manifest, or None for in memory; when it was found up to date).
+_CHECKED: dict = {}
+
+
+def forget() -> None:
+    """Makes the next `ensure` of every source list it again."""
+    _CHECKED.clear()
+
+
+def _ensure(options, processes, any_size, again):
+    rows = listing(options.path)
+    if not (any_size or again or wants_streaming(options, rows)):
+        return None
+    digest = fingerprint(rows)
+    found = manifest(options)
+    if not again and found and found.get("fingerprint") == digest:
+        return found
+    os.makedirs(cache_root(options.data_dir), exist_ok=True)
+    with _lock(options.slot):
+        found = manifest(options)  # another process may have prepared it meanwhile
+        if not again and found and found.get("fingerprint") == digest:
+            return found
+        stale_tmp = files.remove_stale_staging(
+            os.path.dirname(options.slot), f".tmp-{os.path.basename(options.slot)}-"
+        )
+        if again and found:
+            print(f"Preparing {options.path} again (--force).")
+        elif found:
+            old_rows = _read_listing(options.slot)
+            changes = f" ({_changes(old_rows, rows)})" if old_rows is not None else ""
+            print(f"{options.path} changed since it was prepared{changes}: preparing it again.")
+        elif stale_tmp or os.path.isdir(options.slot):
+            print(f"A previous prepare of {options.path} was interrupted: starting it again.")
+        else:
+            print(
+                f"Preparing {options.path} ({len(rows):,} file(s)) into {options.slot}: "
+                "once; later commands stream it."
+            )
+        return _prepare(options, rows, digest, processes)
+
+
+def _read_listing(slot: str):
+    try:
+        with open(os.path.join(slot, LISTING)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def _lock(slot: str):
+    """An exclusive lock on `slot` (its `.lock` file beside it) across processes."""
+    with open(f"{slot}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _prepare(options: Options, rows: list, digest: str, processes: int | None) -> dict:
+    start = time.perf_counter()
+    splits, class_names, count = _plan(options)
+    _check_space(options, splits, count)
+    slot = options.slot
+    parent, name = os.path.dirname(slot), os.path.basename(slot)
+    if os.path.isdir(slot):  # stale or broken: out of the way first, atomically
+        doomed = os.path.join(parent, f".tmp-{name}-{os.getpid()}-old")
+        os.rename(slot, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+    try:
+        with files.atomic_dir(slot) as staging:
+            stats = _write(options, splits, class_names, count, staging, processes)
+            with open(os.path.join(staging, LISTING), "w") as f:
+                json.dump(rows, f)
+            found = {
+                **options.key(),
+                "fingerprint": digest,
+                "class_names": list(class_names),
+                "image_shape": stats["image_shape"],
+                "splits": stats["splits"],
+                "processes": stats["processes"],
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+            files.write_json(os.path.join(staging, MANIFEST), found)  # last: marks it whole
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _no_space(options, None) from None
+        raise
+    except Exception as e:  # TensorFlow's file errors are not OSErrors
+        if "No space left on device" in str(e) or "Disk quota" in str(e):
+            raise _no_space(options, None) from None
+        raise
+    total = sum(stats["splits"].values())
+    print(
+        f"Prepared {total:,} images ({', '.join(f'{k} {v:,}' for k, v in stats['splits'].items())})"
+        f" in {found['seconds']} s into {slot}."
+    )
+    return found
+
+
+def _plan(options: Options):
+    """`({split: source}, class names, image count)`: a source is a list of
+    files (a folder) or `(images, labels)` arrays (an array file)."""
+    if os.path.isdir(options.path):
+        splits, names = local_data.plan_folder(options.path, options.test_fraction)
+        return splits, names, sum(len(f) for f, _ in splits.values())
+    arrays, names = local_data.load_local(
+        options.path, options.image_size, options.channels, options.test_fraction
+    )
+    return arrays, names, sum(len(x) for x, _ in arrays.values())
+
+
+def _check_space(options: Options, splits: dict, count: int):
+    """Refuses at once a prepare that cannot fit (a guess from the first image)."""
+    first = next(iter(splits.values()))[0]
+    if isinstance(first, np.ndarray):
+        per_image = int(np.prod(first.shape[1:]))
+    else:
+        per_image = int(np.prod(local_data.decode(first[0], options.image_size).shape))
+    needed = count * (per_image + 64)
+    root = cache_root(options.data_dir)
+    free = shutil.disk_usage(root).free
+    if needed > free:
+        raise _no_space(options, (needed, free))
+
+
+def _no_space(options: Options, sizes) -> UsageError:
+    root = cache_root(options.data_dir)
+    amounts = ""
+    if sizes:
+        amounts = f" (about {sizes[0] / 2**20:,.0f} MB needed, {sizes[1] / 2**20:,.0f} MB free)"
+    return UsageError(
+        f"Not enough disk space in {root} to prepare {options.path}{amounts}; nothing was "
+        f"kept. Free some space, or pass --data-dir DIR on a larger disk (or set {CACHE_ENV})."
+    )
+
+
+def default_processes() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _decode_task(file, image_size, channels):
+    """One file in a decoding process: `(image, None)` or `(None, the error)`."""
+    try:
+        return local_data.decode(file, image_size, channels), None
+    except UsageError as e:
+        return None, str(e)
+
+
+def _decoding_pool(processes: int):
+    """Processes that decode images: spawned, not forked (this process runs
+    TensorFlow's threads), and without re-running the program's `__main__`
+    (a script without an `if __name__ == "__main__"` guard would otherwise
+    start its work again in each of them). They import `local_data` only,
+    and report a bad file as a value, so their stderr (and that of
+    multiprocessing's resource tracker, which outlives them) is /dev/null: an
+    inherited copy of the command's filtered stderr would keep its pipe open
+    at exit (`cli.common.quiet_console`)."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        return multiprocessing.get_context("spawn").Pool(processes)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+        sys.modules["__main__"] = main
+
+
+class _Decoded:
+    """The decoded images of `files`, in order: a pool's results, `WINDOW`
+    files at a time with the next window in flight, so memory stays bounded
+    however slowly they are consumed; without a pool, decoded here."""
+
+    WINDOW = 1024
+
+    def __init__(self, files, task, pool):
+        self.files, self.task, self.pool = files, task, pool
+        self.windows = None
+
+    def start(self):
+        if self.pool and self.windows is None:
+            self.windows = collections.deque()
+            self.next = 0
+            for _ in range(2):
+                self._submit()
+
+    def _submit(self):
+        if self.next < len(self.files):
+            window = self.files[self.next : self.next + self.WINDOW]
+            self.windows.append(self.pool.imap(self.task, window, CHUNK))
+            self.next += self.WINDOW
+
+    def __iter__(self):
+        if not self.pool:
+            results = map(self.task, self.files)
+        else:
+            self.start()
+            results = self._pooled()
+        for image, error in results:
+            if error:
+                raise UsageError(error)
+            yield image
+
+    def _pooled(self):
+        while self.windows:
+            yield from self.windows.popleft()
+            self._submit()
+
+
+def _write(options, splits, class_names, count, staging, processes):
+    """The TFDS dataset of `splits` in `staging`; returns its shapes and counts."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow_datasets as tfds
+    from tqdm import tqdm
+
+    processes = max(1, int(processes or default_processes()))
+    labelled = any(labels is not None for _, labels in splits.values())
+    features = {
+        "image": tfds.features.Tensor(shape=(None, None, None), dtype=np.uint8, encoding="bytes"),
+        "index": tfds.features.Tensor(shape=(), dtype=np.int64),
+    }
+    if labelled:
+        features["label"] = tfds.features.Tensor(shape=(), dtype=np.int64)
+    seen = {"shapes": {}, "rgb": False}
+    progress = tqdm(
+        total=count,
+        desc="Preparing",
+        unit=" images",
+        disable=None if count >= 100 else True,
+        file=sys.stdout,
+        smoothing=0.1,
+    )
+    folder = os.path.isdir(options.path)
+    pool = None
+    if folder and processes > 1:
+        pool = _decoding_pool(processes)
+
+    task = functools.partial(_decode_task, image_size=options.image_size, channels=options.channels)
+    decoded = {
+        split: _Decoded(source[0], task, pool) if folder else iter(source[0])
+        for split, source in splits.items()
+    }
+    if pool:  # the processes decode while TensorFlow loads below
+        next(iter(decoded.values())).start()
+
+    def examples(split, source):
+        labels = source[1]
+        for i, image in enumerate(decoded[split]):
+            seen["shapes"].setdefault(image.shape[:2], (split, i))
+            seen["rgb"] |= image.shape[-1] == 3
+            example = {"image": image, "index": i}
+            if labelled:
+                example["label"] = int(labels[i])
+            progress.update(1)
+            yield i, example
+
+    tfds.disable_progress_bar()
+    try:
+        builder = tfds.dataset_builders.AdhocBuilder(
+            name=TFDS_NAME,
+            version=TFDS_VERSION,
+            features=tfds.features.FeaturesDict(features),
+            split_datasets={split: examples(split, source) for split, source in splits.items()},
+            data_dir=staging,
+            disable_shuffling=True,  # the order of `load_local`: slices mean the same
+            description=f"{options.path}, prepared by keras-vae.",
+        )
+        shards = min(MAX_SHARDS, max(1, -(-count // SHARD_IMAGES)))
+        with contextlib.redirect_stdout(io.StringIO()):  # TFDS's "Downloading and preparing"
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(num_shards=shards)
+            )
+    finally:
+        progress.close()
+        if pool:
+            pool.terminate()
+            pool.join()
+    shapes = seen["shapes"]
+    if len(shapes) > 1 and not options.image_size:
+        first = {}
+        for shape, (split, i) in shapes.items():
+            source = splits[split][0]
+            first[shape] = source[i] if folder else f"{split} image {i}"
+        raise local_data.mixed_sizes_error(options.path, first)
+    height, width = next(iter(shapes))
+    channels = options.channels or (3 if seen["rgb"] else 1)
+    return {
+        "image_shape": [int(height), int(width), channels],
+        "splits": {split: len(source[0]) for split, source in splits.items()},
+        "processes": processes if pool else 1,
+    }
