@@ -351,12 +351,72 @@ def default_processes() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def _decode_task(file, image_size, channels):
-    """One file in a decoding process: `(image, None)` or `(None, the error)`."""
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # int64 two's complement, as protobuf encodes negatives
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _entry(key: str, feature: bytes) -> bytes:
+    return _field(1, _field(1, key.encode()) + _field(2, feature))  # Features.feature[key]
+
+
+def _int64s(values) -> bytes:
+    return _field(3, _field(1, b"".join(_varint(int(v)) for v in values)))  # Int64List, packed
+
+
+def serialize(image: np.ndarray, index: int, label: int | None) -> bytes:
+    """The `tf.train.Example` that TFDS writes for `{"image", "index", "label"}`
+    (`features`), built here without TensorFlow so that the decoding
+    processes need not load it; `tests/test_prepared.py` checks it against
+    TFDS's own `serialize_example`."""
+    before, after = _image_entries(image.shape)
+    entries = [before, image.tobytes(), after, _entry("index", _int64s([index]))]
+    if label is not None:
+        entries.append(_entry("label", _int64s([label])))
+    body = b"".join(entries)
+    return b"\n" + _varint(len(body)) + body  # Example.features (field 1)
+
+
+@functools.lru_cache(maxsize=256)
+def _image_entries(shape: tuple) -> tuple:
+    """The bytes of an image's two entries before and after its pixels (which
+    end the first): the same for every image of one shape."""
+    size = int(np.prod(shape))
+    value = _entry("image/value", _field(1, _field(1, bytes(size))))  # BytesList
+    return value[: len(value) - size], _entry("image/shape", _int64s(shape))
+
+
+def features(labelled: bool):
+    """The TFDS features of a prepared dataset."""
+    import tensorflow_datasets as tfds
+
+    spec = {
+        "image": tfds.features.Tensor(shape=(None, None, None), dtype=np.uint8, encoding="bytes"),
+        "index": tfds.features.Tensor(shape=(), dtype=np.int64),
+    }
+    if labelled:
+        spec["label"] = tfds.features.Tensor(shape=(), dtype=np.int64)
+    return tfds.features.FeaturesDict(spec)
+
+
+def _decode_task(item, image_size, channels):
+    """One file in a decoding process: `(record, shape, None)` or `(None, None, the error)`."""
+    file, index, label = item
     try:
-        return local_data.decode(file, image_size, channels), None
+        image = local_data.decode(file, image_size, channels)
     except UsageError as e:
-        return None, str(e)
+        return None, None, str(e)
+    return serialize(image, index, label), image.shape, None
 
 
 def _decoding_pool(processes: int):
@@ -382,14 +442,14 @@ def _decoding_pool(processes: int):
 
 
 class _Decoded:
-    """The decoded images of `files`, in order: a pool's results, `WINDOW`
-    files at a time with the next window in flight, so memory stays bounded
-    however slowly they are consumed; without a pool, decoded here."""
+    """The records of `items`, in order: a pool's results, `WINDOW` items at a
+    time with the next window in flight, so memory stays bounded however
+    slowly they are consumed; without a pool, made here."""
 
     WINDOW = 1024
 
-    def __init__(self, files, task, pool):
-        self.files, self.task, self.pool = files, task, pool
+    def __init__(self, items, task, pool):
+        self.items, self.task, self.pool = items, task, pool
         self.windows = None
 
     def start(self):
@@ -400,21 +460,21 @@ class _Decoded:
                 self._submit()
 
     def _submit(self):
-        if self.next < len(self.files):
-            window = self.files[self.next : self.next + self.WINDOW]
+        if self.next < len(self.items):
+            window = self.items[self.next : self.next + self.WINDOW]
             self.windows.append(self.pool.imap(self.task, window, CHUNK))
             self.next += self.WINDOW
 
     def __iter__(self):
         if not self.pool:
-            results = map(self.task, self.files)
+            results = map(self.task, self.items)
         else:
             self.start()
             results = self._pooled()
-        for image, error in results:
+        for record, shape, error in results:
             if error:
                 raise UsageError(error)
-            yield image
+            yield record, shape
 
     def _pooled(self):
         while self.windows:
@@ -422,21 +482,35 @@ class _Decoded:
             self._submit()
 
 
+def _array_task(item):
+    image, index, label = item
+    return serialize(image, index, label), image.shape, None
+
+
 def _write(options, splits, class_names, count, staging, processes):
-    """The TFDS dataset of `splits` in `staging`; returns its shapes and counts."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow_datasets as tfds
+    """The TFDS dataset of `splits` in `staging`; returns its shapes and counts.
+
+    Decoding is the work (0.7 ms an image): with `processes` > 1 it runs in
+    that many processes, which also build each TFDS record (`serialize`),
+    so this process only writes them (TFRecord shards of `SHARD_IMAGES`)
+    and, last, TFDS's metadata (`tfds.folder_dataset.write_metadata`: the
+    result is read like any TFDS dataset, `tfds.builder_from_directory`).
+    """
     from tqdm import tqdm
 
     processes = max(1, int(processes or default_processes()))
     labelled = any(labels is not None for _, labels in splits.values())
-    features = {
-        "image": tfds.features.Tensor(shape=(None, None, None), dtype=np.uint8, encoding="bytes"),
-        "index": tfds.features.Tensor(shape=(), dtype=np.int64),
-    }
-    if labelled:
-        features["label"] = tfds.features.Tensor(shape=(), dtype=np.int64)
-    seen = {"shapes": {}, "rgb": False}
+    folder = os.path.isdir(options.path)
+    pool = _decoding_pool(processes) if folder and processes > 1 else None
+    task = functools.partial(_decode_task, image_size=options.image_size, channels=options.channels)
+    decoded = {}
+    for split, (source, labels) in splits.items():
+        items = [
+            (source[i], i, None if labels is None else int(labels[i])) for i in range(len(source))
+        ]
+        decoded[split] = _Decoded(items, task if folder else _array_task, pool)
+    if pool:  # the processes decode while TensorFlow loads below
+        next(iter(decoded.values())).start()
     progress = tqdm(
         total=count,
         desc="Preparing",
@@ -445,52 +519,53 @@ def _write(options, splits, class_names, count, staging, processes):
         file=sys.stdout,
         smoothing=0.1,
     )
-    folder = os.path.isdir(options.path)
-    pool = None
-    if folder and processes > 1:
-        pool = _decoding_pool(processes)
-
-    task = functools.partial(_decode_task, image_size=options.image_size, channels=options.channels)
-    decoded = {
-        split: _Decoded(source[0], task, pool) if folder else iter(source[0])
-        for split, source in splits.items()
-    }
-    if pool:  # the processes decode while TensorFlow loads below
-        next(iter(decoded.values())).start()
-
-    def examples(split, source):
-        labels = source[1]
-        for i, image in enumerate(decoded[split]):
-            seen["shapes"].setdefault(image.shape[:2], (split, i))
-            seen["rgb"] |= image.shape[-1] == 3
-            example = {"image": image, "index": i}
-            if labelled:
-                example["label"] = int(labels[i])
-            progress.update(1)
-            yield i, example
-
-    tfds.disable_progress_bar()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        builder = tfds.dataset_builders.AdhocBuilder(
-            name=TFDS_NAME,
-            version=TFDS_VERSION,
-            features=tfds.features.FeaturesDict(features),
-            split_datasets={split: examples(split, source) for split, source in splits.items()},
-            data_dir=staging,
-            disable_shuffling=True,  # the order of `load_local`: slices mean the same
-            description=f"{options.path}, prepared by keras-vae.",
-        )
-        shards = min(MAX_SHARDS, max(1, -(-count // SHARD_IMAGES)))
-        with contextlib.redirect_stdout(io.StringIO()):  # TFDS's "Downloading and preparing"
-            builder.download_and_prepare(
-                download_config=tfds.download.DownloadConfig(num_shards=shards)
+        import tensorflow as tf
+        import tensorflow_datasets as tfds
+
+        tfds_dir = os.path.join(staging, TFDS_NAME, TFDS_VERSION)
+        os.makedirs(tfds_dir)
+        shapes, rgb, split_infos = {}, False, []
+        for split, records in decoded.items():
+            size = len(splits[split][0])
+            template = tfds.core.ShardedFileTemplate(
+                data_dir=tfds_dir, dataset_name=TFDS_NAME, split=split, filetype_suffix="tfrecord"
+            )
+            shards = min(MAX_SHARDS, max(1, -(-size // SHARD_IMAGES)))
+            lengths = [size // shards + (k < size % shards) for k in range(shards)]
+            paths = template.sharded_filepaths(shards)
+            records = iter(records)
+            index, written = 0, 0
+            for path, length in zip(paths, lengths, strict=True):
+                with tf.io.TFRecordWriter(os.fspath(path)) as writer:
+                    for _ in range(length):
+                        record, shape = next(records)
+                        shapes.setdefault(tuple(shape[:2]), (split, index))
+                        rgb |= shape[-1] == 3
+                        writer.write(record)
+                        written += len(record)
+                        index += 1
+                        progress.update(1)
+            split_infos.append(
+                tfds.core.SplitInfo(
+                    name=split, shard_lengths=lengths, num_bytes=written, filename_template=template
+                )
+            )
+        with contextlib.redirect_stdout(io.StringIO()):
+            tfds.folder_dataset.write_metadata(
+                data_dir=tfds_dir,
+                features=features(labelled),
+                split_infos=split_infos,
+                version=TFDS_VERSION,
+                check_data=False,
+                description=f"{options.path}, prepared by keras-vae.",
             )
     finally:
         progress.close()
         if pool:
             pool.terminate()
             pool.join()
-    shapes = seen["shapes"]
     if len(shapes) > 1 and not options.image_size:
         first = {}
         for shape, (split, i) in shapes.items():
@@ -498,7 +573,7 @@ def _write(options, splits, class_names, count, staging, processes):
             first[shape] = source[i] if folder else f"{split} image {i}"
         raise local_data.mixed_sizes_error(options.path, first)
     height, width = next(iter(shapes))
-    channels = options.channels or (3 if seen["rgb"] else 1)
+    channels = options.channels or (3 if rgb else 1)
     return {
         "image_shape": [int(height), int(width), channels],
         "splits": {split: len(source[0]) for split, source in splits.items()},
