@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 from cli_startup import cpu_model  # noqa: E402
 
-from keras_vae import evaluation, inputs, precision, runs  # noqa: E402
+from keras_vae import data, evaluation, precision, runs  # noqa: E402
 
 
 def main():
@@ -37,11 +37,11 @@ def main():
     bounds = {}
     for run_dir in args.model:
         config, model = runs.load_run(run_dir)
-        if inputs.evaluation_binarize(config) == "none":
+        if data.evaluation_binarize(config) == "none":
             sys.exit(f"{run_dir} is not a binarized run: its test set has no random draw.")
         model = precision.with_policy(model, "float32")
         for seed in args.seeds:
-            images, labels, _ = inputs.load_test_examples(
+            images, labels, _ = data.load_test_examples(
                 dataclasses.replace(config, seed=seed), args.max_images
             )
             result = evaluation.evaluate(model, images, args.iw_samples, labels=labels, verbose=0)

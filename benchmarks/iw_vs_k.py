@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from cli_startup import cpu_model  # noqa: E402
 
-from keras_vae import evaluation, inputs, precision, runs  # noqa: E402
+from keras_vae import data, evaluation, precision, runs  # noqa: E402
 
 
 def main():
@@ -32,7 +32,7 @@ def main():
     args = parser.parse_args()
     config, model = runs.load_run(args.model)
     model = precision.with_policy(model, "float32")
-    images, labels, _ = inputs.load_test_examples(config, args.max_images)
+    images, labels, _ = data.load_test_examples(config, args.max_images)
     print(f"{args.model}: {len(images)} test images of {config.test_split}, float32")
     print("| K | -L_K (nats) | seconds |")
     print("|---|---|---|")

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 
-from keras_vae import inputs, runs, training  # noqa: E402
+from keras_vae import data, runs, training  # noqa: E402
 from keras_vae.choices import ARCHITECTURES, PRECISIONS, PRIORS  # noqa: E402
 from keras_vae.config import PROTOCOLS, TrainConfig  # noqa: E402
 
@@ -75,7 +75,7 @@ def main():
     )
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(config.mixed_precision)
-    datasets = inputs.load_datasets(config)
+    datasets = data.load_datasets(config)
     train, test, info = datasets.train, datasets.test, datasets.info
     model = training.build_model(config, datasets.image_shape)
     timer = StepTimer()

@@ -1,4 +1,9 @@
-"""Image datasets -> tf.data pipelines.
+"""The data layer: a `TrainConfig` (or a dataset name) -> tf.data pipelines.
+
+`load_datasets(config)` gives a run's training, validation and test
+pipelines; `load_test_examples`, `load_sample` and friends the real images
+behind pictures, exports and samplers. Below them, `load` reads one split of
+a source and `pipeline` batches it.
 
 Every source yields the same elements as `tfds.load`: dicts with a uint8
 `image` `(H, W, C)` and, where the dataset has one, an int64 `label`.
@@ -34,8 +39,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_vae import choices, prepared
-from keras_vae.config import dataset_is_path
+from keras_vae import choices, distribute, networks, prepared
+from keras_vae.config import TrainConfig, dataset_is_path
 from keras_vae.errors import UsageError
 from keras_vae.local_data import load_local
 
@@ -114,6 +119,7 @@ def load(
     test_fraction: float = 0.1,
     shuffle_files: bool = False,
     seed: int | None = None,
+    share: tuple[int, int] | None = None,
 ) -> tuple[tf.data.Dataset, DatasetInfo]:
     """Loads one split of an image dataset as `{"image", "label"}` dicts.
 
@@ -133,6 +139,9 @@ def load(
         shuffle_files: bool. A prepared path: read its shards in a shuffled
             order (seeded by `seed`), reshuffled at every pass.
         seed: int or None. The seed of `shuffle_files`.
+        share: `(num_shares, index)` or None. A prepared path: only this
+            worker's share, read from its own files (`prepared_share`).
+            Other sources ignore it (`pipeline`'s `shard` divides them).
 
     Paths of `prepared.STREAM_MIN_IMAGES` images or more (or prepared by
     `keras-vae prepare`) are prepared once (`keras_vae.prepared`) and
@@ -148,7 +157,7 @@ def load(
         options = prepared.Options(name, image_size, channels, test_fraction, data_dir)
         found = prepared.ensure(options)
         if found is not None:
-            return _load_prepared(options, found, split, shuffle_files, seed)
+            return _load_prepared(options, found, split, shuffle_files, seed, share)
         arrays, class_names = load_local(name, image_size, channels, test_fraction)
         ds = _slice_arrays(split, arrays, name, with_index=True)
         image_shape = tuple(ds.element_spec["image"].shape)
@@ -212,7 +221,23 @@ def _load(name, split, data_dir, download, local_dir):
     return ds, DatasetInfo(name, image_shape, class_names, source)
 
 
-def _load_prepared(options, found, split, shuffle_files, seed):
+def prepared_share(instructions, num_shares: int, index: int) -> list:
+    """Share `index` of `num_shares` of a split's file instructions, as
+    `(filename, skip, take)`: the split's examples cut into equal contiguous
+    runs (the remainder, fewer than `num_shares`, left out so that every
+    worker runs the same steps), each read from its own files only."""
+    rows = [(os.fspath(i.filename), i.skip, i.take) for i in instructions]
+    size = sum(take for _, _, take in rows) // num_shares
+    start, end, out, position = index * size, (index + 1) * size, [], 0
+    for name, skip, take in rows:
+        low, high = max(start, position), min(end, position + take)
+        if low < high:
+            out.append((name, skip + low - position, high - low))
+        position += take
+    return out
+
+
+def _load_prepared(options, found, split, shuffle_files, seed, share=None):
     """One split of a prepared dataset, streamed from its TFRecord shards.
 
     TFDS's documented low-level read (`info.splits[split].file_instructions`),
@@ -229,20 +254,24 @@ def _load_prepared(options, found, split, shuffle_files, seed):
             f"Invalid split {split!r} for {options.path}: {e}. Expected a TFDS split over "
             f"{sorted(found['splits'])}, e.g. 'train[:90%]'."
         ) from None
-    total = sum(i.take for i in instructions)
+    if share:
+        rows = prepared_share(instructions, *share)
+    else:
+        rows = [(os.fspath(i.filename), i.skip, i.take) for i in instructions]
+    total = sum(take for _, _, take in rows)
     files = tf.data.Dataset.from_tensor_slices(
         (
-            [os.fspath(i.filename) for i in instructions],
-            np.array([i.skip for i in instructions], np.int64),
-            np.array([i.take for i in instructions], np.int64),
+            [name for name, _, _ in rows] or np.zeros((0,), str),
+            np.array([skip for _, skip, _ in rows], np.int64),
+            np.array([take for _, _, take in rows], np.int64),
         )
     )
-    if shuffle_files and len(instructions) > 1:
+    if shuffle_files and len(rows) > 1:
         seed = 0 if seed is None else int(seed)
-        files = files.shuffle(len(instructions), seed=seed, reshuffle_each_iteration=True)
+        files = files.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
     ds = files.interleave(
         lambda name, skip, take: tf.data.TFRecordDataset(name).skip(skip).take(take),
-        cycle_length=min(16, len(instructions)) if shuffle_files else 1,
+        cycle_length=max(1, min(16, len(rows))) if shuffle_files else 1,
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
@@ -468,6 +497,254 @@ def pipeline(
 
     ds = tf.data.Dataset.zip(ds, noise_seeds).map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# What a `TrainConfig` names, loaded: its datasets, test images and shifted
+# images. The counts of real images behind the pictures and the exports live
+# here, once.
+
+# Test images behind the latent-space, traversal and anomaly pictures.
+PICTURE_IMAGES = 2000
+# Real test images for TF Serving's warm-up file and the int8 calibration
+# (the first of the picture images: no second load).
+EXPORT_CALIBRATION_IMAGES = 200
+# Validation and test batches: up to 1000 images (a hundred steps of the MLPs'
+# batch of 100 became ten) and 2^20 pixel values (28x28: 1000; 64x64x3: the
+# training batch).
+EVALUATION_BATCH = 1000
+EVALUATION_BATCH_PIXELS = 2**20
+# The training images behind a GMM sampler's fit and the sample-quality
+# classifier: all of them up to 60,000 (Fashion-MNIST's whole training split)
+# and 2^28 pixel values (1 GiB of float32; 64x64 RGB: 21,845), else evenly
+# spaced ones, so that memory does not grow with the dataset.
+SAMPLE_IMAGES = 60_000
+SAMPLE_PIXELS = 2**28
+
+
+def evaluation_binarize(config: TrainConfig) -> str:
+    """A binarized model is evaluated on one fixed binarization of the test set."""
+    return "none" if config.binarize == "none" else "static"
+
+
+@dataclasses.dataclass
+class Datasets:
+    """What `load_datasets` returns.
+
+    Args:
+        train, test, validation: the pipelines (`validation` is `test` when
+            the config names no validation split). `train` repeats: each
+            pass is one reshuffled epoch, so `fit` needs `steps_per_epoch`.
+        steps_per_epoch: int. Optimizer steps in one epoch.
+        info: `DatasetInfo`.
+        image_shape: `(H, W, C)` as the model sees the images.
+    """
+
+    train: object
+    test: object
+    validation: object
+    steps_per_epoch: int
+    info: DatasetInfo
+    image_shape: tuple
+
+
+def load_split(
+    config: TrainConfig, dataset: str, split: str, shuffle_files: bool = False, share=None
+):
+    """`load` of one split, with the config's data options."""
+    return load(
+        dataset,
+        split,
+        config.data_dir,
+        config.download,
+        image_size=config.image_size,
+        channels=config.channels,
+        test_fraction=config.test_fraction,
+        shuffle_files=shuffle_files,
+        seed=config.seed,
+        share=share,
+    )
+
+
+def load_datasets(config: TrainConfig, strategy=None) -> Datasets:
+    """Train, test and validation data, steps per epoch, the dataset's info and image shape.
+
+    Under `multi_worker` every worker reads its own shard of the training set
+    (each example once per epoch across the workers) and runs the same number
+    of steps; elsewhere Keras splits each global batch over the replicas.
+    """
+    multi_worker = strategy is not None and distribute.is_multi_worker(strategy)
+    # In-memory and TFDS data: workers take their shares by position, so every
+    # one reads the same order. A prepared folder: each reads its own files.
+    train_raw, info = load_split(
+        config, config.dataset, config.train_split, shuffle_files=not multi_worker
+    )
+    test_raw, _ = load_split(config, config.dataset, config.test_split)
+    val_raw = None
+    if config.validation_split:
+        val_raw, _ = load_split(config, config.dataset, config.validation_split)
+    for flag, split, raw in (
+        ("--train-split", config.train_split, train_raw),
+        ("--test-split", config.test_split, test_raw),
+        ("--validation-split", config.validation_split, val_raw),
+    ):
+        if raw is not None and int(raw.cardinality()) == 0:
+            raise UsageError(
+                f"`{flag} {split}` selects no images of {config.dataset}. Give a split "
+                "with at least one image, e.g. 'train[:90%]' or 'train[50000:]'."
+            )
+    image_shape = output_image_shape(info, config.image_size)
+    networks.get_architecture(config.architecture).check_image_shape(image_shape)  # fail now
+    if config.conditional and not info.class_names:
+        raise UsageError(
+            f"`--conditional` needs labels, and dataset {config.dataset!r} has no class "
+            "label feature. Drop --conditional or choose a labelled dataset."
+        )
+    common = dict(
+        image_size=config.image_size,
+        seed=config.seed,
+        binarize=config.binarize,
+        with_labels=config.conditional,
+        cache=not info.streamed,  # a streamed dataset's memory must not grow with it
+    )
+    steps_per_epoch = None
+    if multi_worker:
+        workers = distribute.describe(strategy)["workers"]
+        per_replica = distribute.check_batch_size(config.batch_size, strategy)
+        per_worker = per_replica * strategy.num_replicas_in_sync // workers
+        steps_per_epoch = int(train_raw.cardinality()) // workers // per_worker
+        if steps_per_epoch < 1:
+            raise UsageError(
+                f"The training split has fewer than one global batch per worker "
+                f"({int(train_raw.cardinality())} examples, {workers} workers, batch "
+                f"{config.batch_size}). Lower --batch-size or use more data."
+            )
+
+        def shard_fn(context):
+            share = (context.num_input_pipelines, context.input_pipeline_id)
+            raw, shard = train_raw, share
+            if info.streamed:  # this worker's own files, in a shuffled order
+                raw, _ = load_split(
+                    config, config.dataset, config.train_split, shuffle_files=True, share=share
+                )
+                shard = None
+            return pipeline(
+                raw,
+                context.get_per_replica_batch_size(config.batch_size),
+                shuffle=True,
+                shard=shard,
+                repeat=True,
+                drop_remainder=True,
+                **common,
+            )
+
+        train = strategy.distribute_datasets_from_function(shard_fn)
+    else:
+        # Repeated, so that one iterator serves the whole run: a finite dataset
+        # makes Keras start a new one every epoch, and for this cached, shuffled
+        # pipeline that took 1.4-4.8 s inside `fit` before its first batch (up
+        # to a third of a VampPrior-MLP epoch on one AMD Genoa core; measured
+        # with benchmarks/epoch_speed.py).
+        train = pipeline(train_raw, config.batch_size, shuffle=True, repeat=True, **common)
+    common["binarize"] = evaluation_binarize(config)
+    evaluation_batch = evaluation_batch_size(config.batch_size, image_shape)
+    test = pipeline(test_raw, evaluation_batch, **common)
+    if steps_per_epoch is None:
+        steps_per_epoch = -(-int(train_raw.cardinality()) // config.batch_size)
+    validation = test
+    if val_raw is not None:
+        validation = pipeline(val_raw, evaluation_batch, **common)
+    return Datasets(train, test, validation, steps_per_epoch, info, image_shape)
+
+
+def evaluation_batch_size(batch_size: int, image_shape) -> int:
+    """The batch of validation and the test record: the training batch times
+    the largest factor that keeps it within `EVALUATION_BATCH` images and
+    `EVALUATION_BATCH_PIXELS` pixel values (a multiple of the training batch
+    divides among replicas as it does). Every example counts once whatever the
+    batch, so the metrics mean the same; there are only fewer, larger steps."""
+    pixels = int(np.prod(image_shape))
+    largest = min(EVALUATION_BATCH, EVALUATION_BATCH_PIXELS // pixels)
+    return batch_size * max(1, largest // batch_size)
+
+
+def _test_pipeline_args(config: TrainConfig) -> dict:
+    return dict(
+        image_size=config.image_size, seed=config.seed, binarize=evaluation_binarize(config)
+    )
+
+
+def _load_images(config: TrainConfig, dataset: str, split: str, count: int | None):
+    return _read_images(config, dataset, split, count)[:3]
+
+
+def _read_images(
+    config: TrainConfig, dataset: str, split: str, count: int | None, spread: bool = False
+):
+    """The first `count` (None: all) images of a split as the model sees them;
+    with `spread`, a bounded sample instead (`SAMPLE_IMAGES`, `SAMPLE_PIXELS`):
+    every k-th image, k the smallest that fits.
+
+    Returns float32 images in [0, 1], labels (None without a label feature),
+    class names and the size of what they were taken from. Its own uncached
+    pipeline: reading part of a cached one would drop the cache.
+    """
+    raw, info = load_split(config, dataset, split)
+    if count:
+        raw = raw.take(count)
+    total = int(raw.cardinality())
+    if spread:
+        pixels = int(np.prod(output_image_shape(info, config.image_size)))
+        most = max(1, min(SAMPLE_IMAGES, SAMPLE_PIXELS // pixels))
+        every = -(-total // most)
+        if every > 1:
+            if "index" not in raw.element_spec:  # the key of a static binarization
+                raw = raw.enumerate().map(lambda i, example: {**example, "index": i})
+            raw = raw.shard(every, 0)
+    labelled = bool(info.class_names)
+    batches = pipeline(raw, 1000, cache=False, with_labels=labelled, **_test_pipeline_args(config))
+    if not labelled:
+        return np.concatenate([b.numpy() for b in batches]), None, [], total
+    pairs = [(x.numpy(), y.numpy()) for x, y in batches]
+    images = np.concatenate([p[0] for p in pairs])
+    return images, np.concatenate([p[1] for p in pairs]), info.class_names, total
+
+
+def load_test_examples(config: TrainConfig, count: int | None = None):
+    """The first `count` (None: all) test images, their labels or None, class names."""
+    return _load_images(config, config.dataset, config.test_split, count)
+
+
+def load_train_images(config: TrainConfig, count: int | None = None):
+    """The first `count` (None: all) training images as the model sees them
+    (a binarized run's fixed binarization), their labels or None, class names."""
+    return _load_images(config, config.dataset, config.train_split, count)
+
+
+def load_sample(config: TrainConfig, split: str):
+    """A bounded, evenly spaced sample of a split (`_load_images`'s `spread`):
+    images, labels or None, class names, and the split's size."""
+    return _read_images(config, config.dataset, split, None, spread=True)
+
+
+def sample_note(count: int, total: int) -> str:
+    """`"50,000"`, or `"21,845 of 200,000 (evenly spaced)"` for a sample."""
+    return f"{count:,}" if count == total else f"{count:,} of {total:,} (evenly spaced)"
+
+
+def load_shifted_images(config: TrainConfig, name: str, count: int, image_shape):
+    """Test images of another dataset for the anomaly picture, or None (with a note)."""
+    try:
+        images, _, _ = _load_images(config, name, "test", count)
+    except UsageError as e:
+        print(f"Anomaly picture skipped: shifted dataset {name!r} is not available. {e}")
+        return None
+    if images.shape[1:] != tuple(image_shape):
+        print(
+            f"Anomaly picture skipped: {name!r} has images of shape {images.shape[1:]}, "
+            f"the model takes {tuple(image_shape)}."
+        )
+        return None
+    return images
 
 
 def to_unit_interval(images) -> tf.Tensor:

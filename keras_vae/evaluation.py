@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import decoder_forms, files, inputs, precision, presets, runs
+from keras_vae import data, decoder_forms, files, precision, presets, runs
 from keras_vae.config import iw_cost
 from keras_vae.errors import UsageError
 
@@ -234,7 +234,7 @@ def evaluate_run(run_dir, iw_samples=1000, batch_size=100, max_images=None, poli
     config, model = runs.load_run(run_dir)
     policy = precision.resolve(policy)
     model = precision.with_policy(model, policy)
-    images, labels, _ = inputs.load_test_examples(config, max_images)
+    images, labels, _ = data.load_test_examples(config, max_images)
     result = evaluate(model, images, iw_samples, batch_size, labels=labels)
     result.update(split=config.test_split, precision=policy)
     runs.update_metrics(run_dir, {metrics_key(max_images, len(images)): result})
@@ -245,7 +245,7 @@ def preset_check(model, config) -> dict:
     """The figure a preset records and its test re-measures: the IW bound with
     K = presets.CHECK_SAMPLES on the first presets.CHECK_IMAGES test images (a
     binarized run's fixed binarization), in float32."""
-    images, labels, _ = inputs.load_test_examples(config, presets.CHECK_IMAGES)
+    images, labels, _ = data.load_test_examples(config, presets.CHECK_IMAGES)
     model = precision.with_policy(model, "float32")
     result = evaluate(model, images, presets.CHECK_SAMPLES, labels=labels, verbose=0)
     return {

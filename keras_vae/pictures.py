@@ -41,7 +41,7 @@ import matplotlib
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import choices, distribute, evaluation, inputs, runs
+from keras_vae import choices, data, distribute, evaluation, runs
 from keras_vae.errors import UsageError
 from keras_vae.images import image_grid, write_png
 
@@ -628,11 +628,11 @@ th,td{{border:1px solid #ddd;padding:2px 8px;text-align:left;vertical-align:top}
 def load_run_picture_data(run_dir, num_images=64, traversal_dims=8, shifted_dataset=None):
     """`PictureData` for a finished run directory."""
     config, model = runs.load_run(run_dir)
-    images, labels, class_names = inputs.load_test_examples(config, inputs.PICTURE_IMAGES)
+    images, labels, class_names = data.load_test_examples(config, data.PICTURE_IMAGES)
     shifted = None
     if shifted_dataset:
-        shifted = inputs.load_shifted_images(
-            config, shifted_dataset, inputs.PICTURE_IMAGES, model.image_shape
+        shifted = data.load_shifted_images(
+            config, shifted_dataset, data.PICTURE_IMAGES, model.image_shape
         )
     return run_picture_data(
         model,

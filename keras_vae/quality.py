@@ -29,7 +29,7 @@ import time
 import keras
 import numpy as np
 
-from keras_vae import generation, inputs, runs, samplers
+from keras_vae import data, generation, runs, samplers
 from keras_vae.errors import UsageError
 
 CLASSIFIER_FILE = "quality_classifier.keras"
@@ -139,15 +139,19 @@ def run_classifier(run_dir: str, config) -> tuple[keras.Model, float]:
     if os.path.exists(path) and os.path.exists(info_path):
         return runs.load_model_file(path), runs.read_json(info_path)["test_accuracy"]
     raw = _raw_pixels(config)
-    train_x, train_y, class_names = inputs.load_train_images(raw)
-    test_x, test_y, _ = inputs.load_test_examples(raw)
+    train_x, train_y, class_names, train_total = data.load_sample(raw, raw.train_split)
+    test_x, test_y, _, test_total = data.load_sample(raw, raw.test_split)
     if not class_names:
         raise UsageError(
             f"Sample quality needs a labelled dataset: its feature classifier learns the "
             f"classes, and {config.dataset!r} has no labels. Give the data class subfolders "
             "(or labels in the .npz)."
         )
-    print(f"Training the feature classifier on {len(train_x)} images (once per run)...")
+    print(
+        f"Training the feature classifier on {data.sample_note(len(train_x), train_total)} "
+        f"training images, tested on {data.sample_note(len(test_x), test_total)} "
+        "(once per run)..."
+    )
     start = time.perf_counter()
     classifier, accuracy = train_classifier(train_x, train_y, test_x, test_y, len(class_names))
     with runs.atomic_path(path) as tmp:
@@ -158,6 +162,7 @@ def run_classifier(run_dir: str, config) -> tuple[keras.Model, float]:
             "test_accuracy": accuracy,
             "epochs": CLASSIFIER_EPOCHS,
             "train_images": len(train_x),
+            "test_images": len(test_x),
             "seconds": round(time.perf_counter() - start, 1),
         },
     )
@@ -180,9 +185,13 @@ def sample_quality(run_dir: str, count: int = DEFAULT_COUNT, seed: int = 0) -> d
     classifier, accuracy = run_classifier(run_dir, config)
     extractor = feature_extractor(classifier)
     raw = _raw_pixels(config)
-    test_x, _, _ = inputs.load_test_examples(raw, count)
+    test_x, _, _ = data.load_test_examples(raw, count)
     real = features(extractor, test_x)
-    train_x, _, _ = inputs.load_train_images(raw, len(test_x))
+    train_x, _, _ = data.load_train_images(raw, len(test_x))
+    print(
+        f"Sample quality: {len(test_x):,} test images against as many training images "
+        f"and as many images of each sampler ({', '.join(samplers.SAMPLERS)})."
+    )
     result = {
         "images": len(test_x),
         "classifier_test_accuracy": round(accuracy, 4),

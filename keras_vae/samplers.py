@@ -23,7 +23,7 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import choices, evaluation, inputs, presets, priors, runs
+from keras_vae import choices, data, evaluation, presets, priors, runs
 from keras_vae.errors import UsageError
 
 SAMPLERS = choices.SAMPLERS
@@ -143,8 +143,11 @@ def run_gmm(run_dir: str, model, config) -> GaussianMixtureSampler:
                 "delete it and it is fitted again."
             )
         return gmm
-    print(f"Fitting the GMM sampler ({GMM_COMPONENTS} components) to the training images...")
-    images, labels, _ = inputs.load_train_images(config)
+    images, labels, _, total = data.load_sample(config, config.train_split)
+    print(
+        f"Fitting the GMM sampler ({GMM_COMPONENTS} components) to the latents of "
+        f"{data.sample_note(len(images), total)} training images..."
+    )
     latents, _ = evaluation.posterior_statistics(
         model, images, labels=labels if model.num_classes else None
     )

@@ -1,6 +1,6 @@
 """From a `TrainConfig` to a finished, self-describing run directory.
 
-    config -> inputs -> strategy -> model -> fit (backups, TensorBoard)
+    config -> data -> strategy -> model -> fit (backups, TensorBoard)
            -> test record -> model.keras, exports, IW bound, pictures, metrics.json
 
 `train` runs four named steps: `_set_up` (strategy, precision, data, run
@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import data, distribute, evaluation, inputs, pictures, precision, runs, samplers
+from keras_vae import data, distribute, evaluation, pictures, precision, runs, samplers
 from keras_vae.config import TrainConfig
 from keras_vae.errors import Interrupted, UsageError
 from keras_vae.export.writer import export_all
@@ -261,7 +261,7 @@ class _Run:
     described: dict
     chief: bool
     policy: str
-    datasets: inputs.Datasets
+    datasets: data.Datasets
     examples: tuple  # (images, labels, class names) behind the pictures
     run_dir: str
     model: VAE
@@ -278,12 +278,12 @@ def _set_up(config: TrainConfig) -> _Run:
         keras.utils.set_random_seed(config.seed)
     policy = precision.resolve(config.mixed_precision, strategy)
     keras.mixed_precision.set_global_policy(policy)
-    datasets = inputs.load_datasets(config, strategy)
-    examples = inputs.load_test_examples(config, inputs.PICTURE_IMAGES)
+    datasets = data.load_datasets(config, strategy)
+    examples = data.load_test_examples(config, data.PICTURE_IMAGES)
     shifted = None
     if config.shifted_dataset:
-        shifted = inputs.load_shifted_images(
-            config, config.shifted_dataset, inputs.PICTURE_IMAGES, datasets.image_shape
+        shifted = data.load_shifted_images(
+            config, config.shifted_dataset, data.PICTURE_IMAGES, datasets.image_shape
         )
     if (
         config.jit_compile
@@ -451,7 +451,7 @@ def _write_artifacts(run: _Run, record: dict) -> dict:
         model.save(tmp)
     exports = {}
     if config.export:
-        images = data.to_uint8(run.examples[0][: inputs.EXPORT_CALIBRATION_IMAGES])
+        images = data.to_uint8(run.examples[0][: data.EXPORT_CALIBRATION_IMAGES])
         try:
             gmm = samplers.run_gmm(run_dir, model, config)  # for the generate_gmm signature
         except UsageError as e:
@@ -481,7 +481,7 @@ def _write_artifacts(run: _Run, record: dict) -> dict:
         count = config.iw_images or None
         where = "the test split" if count is None else f"the first {count} test images"
         print(f"Importance-weighted bound, K={config.iw_samples}, on {where}:")
-        images, labels, _ = inputs.load_test_examples(config, count)
+        images, labels, _ = data.load_test_examples(config, count)
         result = evaluation.evaluate(model, images, config.iw_samples, labels=labels)
         result.update(split=config.test_split, precision=model.dtype_policy.name)
         metrics[evaluation.metrics_key(count, len(images))] = result

@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from conftest import REPO, assert_saving_round_trip, require_fashion_mnist
 
-from keras_vae import data, inputs
+from keras_vae import data
 from keras_vae.config import TrainConfig
 from keras_vae.export import runner
 from keras_vae.vae import VAE
@@ -72,7 +72,7 @@ def test_conditional_errors(labelled):
     with tfds.testing.mock_data(num_examples=4):
         config = TrainConfig(dataset="celeb_a", image_size=32, conditional=True)
         with pytest.raises(ValueError, match="`--conditional` needs labels, and dataset 'celeb_a'"):
-            inputs.load_datasets(config)
+            data.load_datasets(config)
 
 
 def test_conditional_cli_run_exports_label_signatures(tmp_path):

@@ -20,7 +20,7 @@ from conftest import (
     require_fashion_mnist,
 )
 
-from keras_vae import inputs
+from keras_vae import data
 from keras_vae.config import TrainConfig
 from keras_vae.errors import UsageError
 from keras_vae.export import runner
@@ -184,7 +184,7 @@ def test_one_level_class_refuses_two_level_architectures_and_back():
 def real_images():  # fewer than conftest's: two-level steps are slower
     require_fashion_mnist()
     config = TrainConfig(binarize="static", train_split="train[:256]")
-    return inputs.load_train_images(config)[0]
+    return data.load_train_images(config)[0]
 
 
 @pytest.mark.parametrize(

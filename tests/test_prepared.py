@@ -9,10 +9,11 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import REPO
 from PIL import Image
 
-from keras_vae import cli, data, inputs, local_data, prepared
+from keras_vae import cli, data, local_data, prepared
 from keras_vae.config import TrainConfig
 from keras_vae.errors import UsageError
 
@@ -49,6 +50,24 @@ def _assert_same(streamed, in_memory):
         assert a.keys() == b.keys()
         for key in a:
             np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.parametrize(
+    "shape, index, label", [((2, 3, 1), 0, None), ((17, 5, 3), 300, 7), ((128, 1, 1), 2**40, 0)]
+)
+def test_records_are_the_ones_tfds_writes(shape, index, label):
+    rng = np.random.default_rng(index)
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    example = {"image": image, "index": index}
+    if label is not None:
+        example["label"] = label
+    features = prepared.features(labelled=label is not None)
+    record = prepared.serialize(image, index, label)
+    theirs = features.serialize_example(example)
+    assert tf.train.Example.FromString(record) == tf.train.Example.FromString(theirs)
+    back = features.deserialize_example_np(record)
+    np.testing.assert_array_equal(back["image"], image)
+    assert back["index"] == index
 
 
 @pytest.mark.parametrize("image_size, channels", [(16, None), (None, 1), (12, 3)])
@@ -131,10 +150,10 @@ def test_a_prepare_killed_midway_leaves_the_next_command_correct(tmp_path):
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     cache = tmp_path / "cache"
     deadline = time.time() + 120
-    # Killed once its staging folder holds TFDS's first files.
+    # Killed once its staging folder holds the first shard.
     while time.time() < deadline and proc.poll() is None:
         try:
-            if any("incomplete" in p.name for p in cache.rglob("*")):
+            if any(".tfrecord-" in p.name for p in cache.rglob("*")):
                 break
         except FileNotFoundError:  # a folder went while it was listed
             pass
@@ -223,21 +242,98 @@ def test_a_training_run_streams_a_prepared_folder_without_caching_it(tmp_path, m
         data, "pipeline", lambda *a, **k: caches.append(k.get("cache", True)) or pipeline(*a, **k)
     )
     config = TrainConfig(dataset=folder, image_size=28, batch_size=8, epochs=1)
-    datasets = inputs.load_datasets(config)
+    datasets = data.load_datasets(config)
     assert datasets.info.streamed and datasets.steps_per_epoch == 5  # 36 training images
     assert caches and not any(caches)  # nothing held in memory
     batch = next(iter(datasets.train))
     assert batch.shape == (8, 28, 28, 3) and float(batch.numpy().max()) <= 1.0
 
 
+def test_each_worker_reads_its_own_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(prepared, "SHARD_IMAGES", 10)
+    folder = _folder(tmp_path / "photos", n=60, size=(8, 8))
+    options = prepared.Options(folder)
+    found = prepared.ensure(options, any_size=True)
+    builder = data.tfds.builder_from_directory(options.tfds_dir)
+    instructions = builder.info.splits["train[5:]"].file_instructions  # 49 images
+    everything = [
+        (name, skip + k)
+        for name, skip, take in data.prepared_share(instructions, 1, 0)
+        for k in range(take)
+    ]
+    assert len(everything) == 49 and len({name for name, _ in everything}) == 6  # 9 a shard
+    shares = [data.prepared_share(instructions, 3, i) for i in range(3)]
+    read = [[(n, skip + k) for n, skip, take in share for k in range(take)] for share in shares]
+    assert [len(r) for r in read] == [16, 16, 16]  # equal steps; one image left out
+    assert sum(read, []) == everything[:48]  # in order, disjoint, each once
+    for share in shares:  # a third of the files each, give or take a boundary
+        assert len({name for name, _, _ in share}) <= 3
+    streamed, _ = data.load(folder, "train[5:]", share=(3, 1))
+    ids = [int(e["index"]) for e in _items(streamed)]
+    assert ids == list(range(5 + 16, 5 + 32)) and found["splits"]["train"] == 54
+
+
+MEMORY_RUN = r"""
+import json, resource, sys
+from keras_vae import cli, data, prepared
+data.SHUFFLE_BUFFER_BYTES = 16 << 20  # the bound, lowered so that a small folder exceeds it
+if sys.argv[1] == "in-memory":
+    prepared.STREAM_MIN_IMAGES = 10**9
+code = cli.main([
+    "train", "--dataset", sys.argv[2], "--output-dir", sys.argv[3], "--epochs", "1",
+    "--architecture", "gated_mlp", "--hidden-units", "8", "--latent-dim", "2",
+    "--batch-size", "100", "--no-export", "--iw-samples", "0",
+])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print("PEAK", json.dumps({"code": code, "mb": peak}))
+"""
+
+
+@pytest.mark.slow
+def test_a_folder_larger_than_the_memory_cap_trains_under_it(tmp_path):
+    """A whole epoch of a prepared folder holds a bounded part of it: the run
+    stays under a cap (the in-memory run's peak less the folder's decoded
+    size) that the same folder read into memory exceeds."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    count, shape = 8000, (64, 64, 3)
+    for i in range(count):
+        image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
+        image.save(folder / f"{i:04d}.png", compress_level=0)
+    decoded_mb = count * int(np.prod(shape)) / 2**20  # 94 MB
+    prepared.ensure(prepared.Options(str(folder)), processes=2)
+    runs = {  # the two at once: each measures its own peak
+        mode: subprocess.Popen(
+            [sys.executable, "-c", MEMORY_RUN, mode, str(folder), str(tmp_path / mode)],
+            env={**os.environ, prepared.CACHE_ENV: str(cache), "TF_CPP_MIN_LOG_LEVEL": "3"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for mode, cache in (("streamed", tmp_path / "cache"), ("in-memory", tmp_path / "empty"))
+    }
+    peaks = {}
+    for mode, run in runs.items():
+        stdout, stderr = run.communicate(timeout=600)
+        assert run.returncode == 0, stdout[-3000:] + stderr[-3000:]
+        result = json.loads(stdout.split("PEAK ", 1)[1].splitlines()[0])
+        assert result["code"] == 0
+        assert "Prepared" not in stdout  # neither run prepares again
+        peaks[mode] = result["mb"]
+    cap = peaks["in-memory"] - decoded_mb
+    print(f"peak RSS {peaks}, folder {decoded_mb:.0f} MB decoded")
+    assert peaks["streamed"] < cap, (peaks, decoded_mb)
+
+
 WORKER = r"""
 import json, os, sys
 import numpy as np, tensorflow as tf
-from keras_vae import distribute, inputs
+from keras_vae import data, distribute
 from keras_vae.config import TrainConfig
 strategy = distribute.make_strategy("multi_worker")
 config = TrainConfig(dataset=sys.argv[1], batch_size=10, seed=1)
-datasets = inputs.load_datasets(config, strategy)
+datasets = data.load_datasets(config, strategy)
 assert datasets.info.streamed
 batches = iter(datasets.train)
 epochs = []

@@ -52,7 +52,7 @@ def build_parser(prog: str = "keras-vae export"):
 
 def calibration_images(args, source):
     """uint8 images for the warm-up file and the int8 calibration, or None."""
-    from keras_vae import data, inputs  # TensorFlow: after the flags
+    from keras_vae import data  # TensorFlow: after the flags
 
     if args.calibration_images:
         return np.load(args.calibration_images)
@@ -63,7 +63,7 @@ def calibration_images(args, source):
             "A bare .keras file does not say which data it was trained on: pass "
             "--calibration-images images.npy (uint8, n x H x W x C) or --no-tflite."
         )
-    images = inputs.load_test_examples(source.config, inputs.EXPORT_CALIBRATION_IMAGES)[0]
+    images = data.load_test_examples(source.config, data.EXPORT_CALIBRATION_IMAGES)[0]
     return data.to_uint8(images)
 
 
