@@ -72,8 +72,9 @@ def test_records_are_the_ones_tfds_writes(shape, index, label):
 
 @pytest.mark.parametrize("image_size, channels", [(16, None), (None, 1), (12, 3)])
 def test_prepared_and_in_memory_give_the_same_images_labels_and_splits(
-    tmp_path, image_size, channels
+    tmp_path, image_size, channels, monkeypatch
 ):
+    monkeypatch.setattr(prepared, "POOL_MIN_IMAGES", 0)  # decoding processes, each its shards
     if image_size is None:  # one size: no resize needed
         folder = _folder(tmp_path / "photos")
     else:
@@ -175,7 +176,8 @@ def test_a_prepare_killed_midway_leaves_the_next_command_correct(tmp_path):
         )
 
 
-def test_a_corrupt_image_names_its_file_and_nothing_is_kept(tmp_path):
+def test_a_corrupt_image_names_its_file_and_nothing_is_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(prepared, "POOL_MIN_IMAGES", 0)
     folder = _folder(tmp_path / "photos", n=10)
     bad = os.path.join(folder, "cats", "broken.jpg")
     with open(bad, "wb") as f:
