@@ -276,7 +276,7 @@ def test_each_worker_reads_its_own_files(tmp_path, monkeypatch):
 
 
 MEMORY_RUN = r"""
-import json, resource, sys
+import json, sys
 from keras_vae import cli, data, prepared
 data.SHUFFLE_BUFFER_BYTES = 16 << 20  # the bound, lowered so that a small folder exceeds it
 if sys.argv[1] == "in-memory":
@@ -286,7 +286,9 @@ code = cli.main([
     "--architecture", "gated_mlp", "--hidden-units", "8", "--latent-dim", "2",
     "--batch-size", "100", "--no-export", "--iw-samples", "0",
 ])
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child of a
+# large pytest worker would report the worker's own peak.
+peak = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
 print("PEAK", json.dumps({"code": code, "mb": peak}))
 """
 
